@@ -1,0 +1,70 @@
+"""The ASGI application factory: routes, middleware and the lifespan that opens the pools."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from arq import create_pool
+from arq.connections import RedisSettings
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from api.graphql import GraphQLEndpoint, GraphQLView
+from api.health import healthz
+from api.metrics import Metrics
+from api.middleware import BodySizeLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
+from api.settings import Settings
+from schema.root import build_schema
+from tenants.db import PoolSettings, close_database, open_database, pool_usage
+from tenants.registry import TenantDirectory
+
+
+def _static_root(settings: Settings) -> str:
+    built = settings.web_root / "dist"
+    return str(built if (built / "index.html").exists() else settings.web_root / "public")
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings.from_environ()
+    metrics = Metrics(pool_usage)
+    view = GraphQLView(
+        build_schema(),
+        graphql_ide="graphiql" if settings.development else None,
+        allow_queries_via_get=True,
+        tenants=TenantDirectory(),
+        metrics=metrics,
+    )
+    graphql = GraphQLEndpoint(view, settings.token_secret, graphiql=settings.development)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await open_database(settings.database_url, PoolSettings(max_size=settings.pool_max_size))
+        app.state.redis = await create_pool(RedisSettings.from_dsn(settings.redis_url))
+        try:
+            yield
+        finally:
+            await app.state.redis.aclose()
+            await close_database()
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    app = Starlette(
+        routes=[
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Mount("/", StaticFiles(directory=_static_root(settings), html=True), name="web"),
+        ],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(MetricsMiddleware, metrics=metrics),
+            Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    return app

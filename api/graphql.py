@@ -1,0 +1,172 @@
+"""/graphql: authentication in front, then strawberry with the tenant unit of work around execution."""
+
+import logging
+from typing import Any
+
+from graphql import ExecutionResult, GraphQLError
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+from strawberry.http import GraphQLHTTPResponse
+from cross_web import AsyncHTTPRequestAdapter
+from strawberry.http import GraphQLRequestData
+
+from api.dev_tokens import verify_dev_token
+from api.errors import graphql_error_response
+from api.metrics import Metrics
+from api.middleware import request_id_of
+from compliance.principals import Principal
+from schema.context import RequestContext
+from schema.i18n import negotiate_locale, translate
+from schema.root import is_expected
+from tenants.errors import DomainError, Unauthenticated
+from tenants.registry import TenantDirectory
+from tenants.unit_of_work import run_in_tenant
+
+try:  # the HTTP-protocol fixes for the GraphQL-over-HTTP audit
+    from api.graphql_view import YiyangGraphQLView as ProtocolView
+except ImportError:  # pragma: no cover
+    from strawberry.asgi import GraphQL as ProtocolView
+
+log = logging.getLogger("yiyang.graphql")
+INTERNAL_MESSAGE = "Internal error. Quote the request id when contacting support."
+
+
+class _RolledBack(Exception):
+    """Carries a result whose unexpected error made the unit of work roll back."""
+
+    def __init__(self, result: ExecutionResult) -> None:
+        super().__init__("rolled back")
+        self.result = result
+
+
+def _unexpected(result: Any) -> GraphQLError | None:
+    if not isinstance(result, ExecutionResult):
+        return None
+    return next((error for error in result.errors or [] if not is_expected(error)), None)
+
+
+class GraphQLView(ProtocolView):
+    def __init__(self, *args: Any, tenants: TenantDirectory, metrics: Metrics, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tenants = tenants
+        self.metrics = metrics
+
+    async def get_context(self, request: Request, response: Response) -> RequestContext:
+        state = request.scope.get("state", {})
+        context = RequestContext(
+            principal=state.get("principal"),
+            request_id=request_id_of(request.scope),
+            locale=negotiate_locale(request.headers.get("accept-language")),
+        )
+        principal: Principal | None = context.principal
+        if principal is not None and principal.institution_id is not None:
+            try:
+                context.tenant = await self.tenants.resolve(principal.institution_id)
+            except DomainError as problem:
+                context.tenant_problem = problem
+        return context
+
+    async def execute_operation(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        request_data: GraphQLRequestData | list[GraphQLRequestData],
+        context: RequestContext,
+        root_value: Any,
+        sub_response: Response,
+    ) -> Any:
+        execute = super().execute_operation
+        arguments = (request, request_adapter, request_data, context, root_value, sub_response)
+        if context.tenant is None:
+            return await execute(*arguments)
+
+        async def in_unit_of_work() -> Any:
+            result = await execute(*arguments)
+            unexpected = _unexpected(result)
+            if unexpected is not None:
+                # Our own fault mid-operation: keep none of its writes.
+                raise _RolledBack(result) from unexpected.original_error
+            return result
+
+        try:
+            return await run_in_tenant(context.tenant, in_unit_of_work)
+        except _RolledBack as rolled_back:
+            return rolled_back.result
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        response = await super().process_result(request, result)
+        if not result.errors:
+            self.metrics.observe_graphql([])
+            return response
+        locale = negotiate_locale(request.headers.get("accept-language"))
+        request_id = request_id_of(request.scope)
+        response["errors"] = [self._format(error, locale, request_id) for error in result.errors]
+        if _unexpected(result) is not None:
+            # The unit of work rolled back, so no partial data may be reported as done.
+            response["data"] = None
+        self.metrics.observe_graphql([e["extensions"]["code"] for e in response["errors"]])
+        return response
+
+    @staticmethod
+    def _format(error: GraphQLError, locale: str, request_id: str) -> dict[str, Any]:
+        formatted: dict[str, Any] = {"message": error.message}
+        if error.locations:
+            formatted["locations"] = [{"line": loc.line, "column": loc.column} for loc in error.locations]
+        if error.path:
+            formatted["path"] = error.path
+        original = error.original_error
+        if isinstance(original, DomainError):
+            formatted["message"] = translate(original.message, locale, original.params)
+            code = original.code
+            if original.field:
+                formatted.setdefault("extensions", {})["field"] = original.field
+        elif original is None:
+            code = "BAD_USER_INPUT"
+        else:
+            formatted["message"] = translate(INTERNAL_MESSAGE, locale)
+            code = "INTERNAL"
+        formatted["extensions"] = {**formatted.get("extensions", {}), "code": code, "requestId": request_id}
+        return formatted
+
+
+class GraphQLEndpoint:
+    """Authenticates the bearer token, then hands the request to the GraphQL view."""
+
+    def __init__(self, view: GraphQLView, token_secret: str, graphiql: bool) -> None:
+        self.view = view
+        self.token_secret = token_secret
+        self.graphiql = graphiql
+
+    def _is_ide_page(self, scope: Scope, headers: Headers) -> bool:
+        return (
+            self.graphiql
+            and scope["method"] == "GET"
+            and b"query=" not in scope.get("query_string", b"")
+            and "text/html" in headers.get("accept", "")
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = Headers(scope=scope)
+        if not self._is_ide_page(scope, headers):
+            try:
+                scope.setdefault("state", {})["principal"] = self._authenticate(headers)
+            except Unauthenticated as refusal:
+                response = graphql_error_response(
+                    refusal.message,
+                    refusal.code,
+                    401,
+                    request_id_of(scope),
+                    headers.get("accept-language"),
+                    **{"WWW-Authenticate": 'Bearer realm="yiyang"'},
+                )
+                await response(scope, receive, send)
+                return
+        await self.view(scope, receive, send)
+
+    def _authenticate(self, headers: Headers) -> Principal:
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("Authentication required.")
+        return verify_dev_token(self.token_secret, token.strip())

@@ -1,0 +1,50 @@
+"""Process configuration, read once from the environment."""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_DEVELOPMENT_TOKEN_SECRET = "yiyang-development-only-token-secret-0123456789"
+
+
+class ConfigurationError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str
+    environment: str = "development"
+    token_secret: str = _DEVELOPMENT_TOKEN_SECRET
+    max_body_bytes: int = 1_048_576
+    pool_max_size: int = 20
+    web_root: Path = REPO_ROOT / "web"
+
+    @property
+    def development(self) -> bool:
+        return self.environment != "production"
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
+        missing = [name for name in ("DATABASE_URL", "REDIS_URL") if not environ.get(name)]
+        if missing:
+            raise ConfigurationError(f"set {' and '.join(missing)} (or start the product with `yiyang run`)")
+        environment = environ.get("YIYANG_ENV", "development")
+        secret = environ.get("YIYANG_TOKEN_SECRET", "")
+        if not secret:
+            if environment == "production":
+                raise ConfigurationError("YIYANG_TOKEN_SECRET is required in production")
+            secret = _DEVELOPMENT_TOKEN_SECRET
+        if len(secret) < 32:
+            raise ConfigurationError("YIYANG_TOKEN_SECRET must be at least 32 characters")
+        return cls(
+            database_url=environ["DATABASE_URL"],
+            redis_url=environ["REDIS_URL"],
+            environment=environment,
+            token_secret=secret,
+            max_body_bytes=int(environ.get("YIYANG_MAX_BODY_BYTES", "1048576")),
+            pool_max_size=int(environ.get("YIYANG_DB_POOL_SIZE", "20")),
+        )

@@ -1,0 +1,29 @@
+"""Who is asking: the authenticated principal of a request or job."""
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class PrincipalKind(StrEnum):
+    STAFF = "staff"
+    OPERATOR = "operator"
+
+
+class StaffRole(StrEnum):
+    INSTITUTION_ADMIN = "institution_admin"
+    HEAD_NURSE = "head_nurse"
+    NURSE = "nurse"
+    DOCTOR = "doctor"
+    CAREGIVER = "caregiver"
+    BUTLER = "butler"
+    SALES = "sales"
+    FINANCE = "finance"
+    LOGISTICS = "logistics"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    subject: str
+    kind: PrincipalKind
+    institution_id: int | None = None
+    roles: frozenset[StaffRole] = frozenset()

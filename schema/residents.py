@@ -1,0 +1,287 @@
+"""Residents and family members: types, queries and mutations."""
+
+from collections.abc import Awaitable, Callable
+from datetime import date
+
+import strawberry
+
+from care import residents as care
+from care.models import (
+    CareLevel,
+    DischargeReason,
+    FamilyMember,
+    Gender,
+    Relationship,
+    Resident,
+    ResidentStatus,
+)
+from compliance.policy import Action, require
+from schema.context import YiyangInfo
+from schema.ids import decode_id, encode_id
+from schema.institutions import InstitutionType
+from schema.pagination import Connection, connection, page_request, paginate_loaded
+from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
+from tenants.errors import NotFound
+
+GenderEnum = strawberry.enum(Gender, name="Gender")
+CareLevelEnum = strawberry.enum(CareLevel, name="CareLevel")
+ResidentStatusEnum = strawberry.enum(ResidentStatus, name="ResidentStatus")
+DischargeReasonEnum = strawberry.enum(DischargeReason, name="DischargeReason")
+RelationshipEnum = strawberry.enum(Relationship, name="Relationship")
+
+
+@strawberry.type(name="FamilyMember")
+class FamilyMemberType:
+    id: strawberry.ID
+    name: str
+    relationship: RelationshipEnum
+    phone: str
+    is_emergency_contact: bool
+    pk: strawberry.Private[int]
+
+    @classmethod
+    def from_model(cls, row: FamilyMember, institution_id: int) -> "FamilyMemberType":
+        return cls(
+            id=strawberry.ID(encode_id("FamilyMember", institution_id, row.id)),
+            name=row.name,
+            relationship=row.relationship,
+            phone=row.phone,
+            is_emergency_contact=row.is_emergency_contact,
+            pk=row.id,
+        )
+
+
+@strawberry.type(name="Resident")
+class ResidentType:
+    id: strawberry.ID
+    name: str
+    gender: GenderEnum
+    birth_date: date
+    building: str | None
+    room: str | None
+    bed: str | None
+    care_level: CareLevelEnum
+    admission_date: date
+    status: ResidentStatusEnum
+    discharged_on: date | None
+    discharge_reason: DischargeReasonEnum | None
+    pk: strawberry.Private[int]
+    institution_id: strawberry.Private[int]
+
+    @classmethod
+    def from_model(cls, row: Resident, institution_id: int) -> "ResidentType":
+        return cls(
+            id=strawberry.ID(encode_id("Resident", institution_id, row.id)),
+            name=row.name,
+            gender=row.gender,
+            birth_date=row.birth_date,
+            building=row.building,
+            room=row.room,
+            bed=row.bed,
+            care_level=row.care_level,
+            admission_date=row.admission_date,
+            status=row.status,
+            discharged_on=row.discharged_on,
+            discharge_reason=row.discharge_reason,
+            pk=row.id,
+            institution_id=institution_id,
+        )
+
+    @strawberry.field(description="Age in whole years today, in the institution's time zone.")
+    def age(self) -> int:
+        today = care.institution_today()
+        return today.year - self.birth_date.year - ((today.month, today.day) < (self.birth_date.month, self.birth_date.day))
+
+    @strawberry.field
+    async def family_members(
+        self, info: YiyangInfo, first: int | None = None, after: str | None = None
+    ) -> Connection[FamilyMemberType]:
+        page = page_request(first, after)
+        members = await info.context.loaders.family_members.load(self.pk)
+        nodes = [FamilyMemberType.from_model(m, self.institution_id) for m in members]
+        return paginate_loaded(nodes, page, key=lambda node: node.pk)
+
+    @strawberry.field
+    async def institution(self, info: YiyangInfo) -> InstitutionType:
+        row = await info.context.loaders.institution.load(self.institution_id)
+        if row is None:
+            raise NotFound("Not found.")
+        return InstitutionType.from_model(row)
+
+
+@strawberry.input
+class ResidentFilterInput:
+    status: ResidentStatusEnum | None = None
+    care_level: CareLevelEnum | None = None
+    building: str | None = None
+    name_contains: str | None = None
+
+
+@strawberry.input
+class PlacementInput:
+    building: str | None = None
+    room: str | None = None
+    bed: str | None = None
+
+    def to_domain(self) -> care.Placement:
+        return care.Placement(building=self.building, room=self.room, bed=self.bed)
+
+
+@strawberry.input
+class AdmitResidentInput:
+    name: str
+    gender: GenderEnum
+    birth_date: date
+    care_level: CareLevelEnum
+    admission_date: date
+    placement: PlacementInput | None = None
+
+
+@strawberry.input(description="Fields left out (or null) keep their value; placement replaces the whole placement.")
+class UpdateResidentInput:
+    id: strawberry.ID
+    name: str | None = None
+    gender: GenderEnum | None = None
+    birth_date: date | None = None
+    care_level: CareLevelEnum | None = None
+    admission_date: date | None = None
+    placement: PlacementInput | None = None
+
+
+@strawberry.input
+class DischargeResidentInput:
+    id: strawberry.ID
+    discharged_on: date
+    reason: DischargeReasonEnum
+    note: str | None = None
+
+
+@strawberry.input
+class AddFamilyMemberInput:
+    resident_id: strawberry.ID
+    name: str
+    relationship: RelationshipEnum
+    phone: str
+    is_emergency_contact: bool = False
+
+
+@strawberry.type
+class ResidentPayload:
+    resident: ResidentType | None
+    user_errors: list[UserError]
+
+
+@strawberry.type
+class AddFamilyMemberPayload:
+    family_member: FamilyMemberType | None
+    resident: ResidentType | None
+    user_errors: list[UserError]
+
+
+def _resident_pk(info: YiyangInfo, resident_id: str, action: Action, field: str = "id") -> tuple[int, int]:
+    """(institution id, primary key) of a resident id the caller may act on, else NOT_FOUND/FORBIDDEN."""
+    institution_id, pk = decode_id("Resident", resident_id, 2, field=field)
+    require(info.context.principal, action, institution_id=institution_id)
+    if info.context.require_tenant().institution_id != institution_id:
+        raise NotFound("Not found.")
+    return institution_id, pk
+
+
+async def _resident_change(
+    info: YiyangInfo, institution_id: int, change: Callable[[], Awaitable[Resident]]
+) -> ResidentPayload:
+    try:
+        row = await change()
+    except USER_ERROR_TYPES as error:
+        return ResidentPayload(resident=None, user_errors=user_errors(error, info.context.locale))
+    return ResidentPayload(resident=ResidentType.from_model(row, institution_id), user_errors=[])
+
+
+@strawberry.type
+class ResidentQueries:
+    @strawberry.field(description="Residents of the institution the caller acts in, in admission-record order.")
+    async def residents(
+        self,
+        info: YiyangInfo,
+        first: int | None = None,
+        after: str | None = None,
+        filter: ResidentFilterInput | None = None,
+    ) -> Connection[ResidentType]:
+        require(info.context.principal, Action.RESIDENT_VIEW)
+        tenant = info.context.require_tenant()
+        page = page_request(first, after)
+        given = filter or ResidentFilterInput()
+        criteria = care.ResidentFilter(
+            status=given.status, care_level=given.care_level, building=given.building, name_contains=given.name_contains
+        )
+        rows = await care.list_residents(criteria, after_id=page.after_key, limit=page.size + 1)
+        return connection(
+            rows,
+            page,
+            key=lambda row: row.id,
+            node=lambda row: ResidentType.from_model(row, tenant.institution_id),
+            count_total=lambda: care.count_residents(criteria),
+        )
+
+    @strawberry.field
+    async def resident(self, info: YiyangInfo, id: strawberry.ID) -> ResidentType:
+        institution_id, pk = _resident_pk(info, id, Action.RESIDENT_VIEW)
+        return ResidentType.from_model(await care.get_resident(pk), institution_id)
+
+
+@strawberry.type
+class ResidentMutations:
+    @strawberry.mutation
+    async def admit_resident(self, info: YiyangInfo, input: AdmitResidentInput) -> ResidentPayload:
+        require(info.context.principal, Action.RESIDENT_ADMIT)
+        tenant = info.context.require_tenant()
+        admission = care.Admission(
+            name=input.name,
+            gender=input.gender,
+            birth_date=input.birth_date,
+            care_level=input.care_level,
+            admission_date=input.admission_date,
+            placement=input.placement.to_domain() if input.placement else care.Placement(),
+        )
+        return await _resident_change(info, tenant.institution_id, lambda: care.admit_resident(admission))
+
+    @strawberry.mutation
+    async def update_resident(self, info: YiyangInfo, input: UpdateResidentInput) -> ResidentPayload:
+        institution_id, pk = _resident_pk(info, input.id, Action.RESIDENT_UPDATE)
+        changes = care.ResidentChanges(
+            name=input.name,
+            gender=input.gender,
+            birth_date=input.birth_date,
+            care_level=input.care_level,
+            admission_date=input.admission_date,
+            placement=input.placement.to_domain() if input.placement else None,
+        )
+        return await _resident_change(info, institution_id, lambda: care.update_resident(pk, changes))
+
+    @strawberry.mutation
+    async def discharge_resident(self, info: YiyangInfo, input: DischargeResidentInput) -> ResidentPayload:
+        institution_id, pk = _resident_pk(info, input.id, Action.RESIDENT_DISCHARGE)
+        discharge = care.Discharge(discharged_on=input.discharged_on, reason=input.reason, note=input.note)
+        return await _resident_change(info, institution_id, lambda: care.discharge_resident(pk, discharge))
+
+    @strawberry.mutation
+    async def add_family_member(self, info: YiyangInfo, input: AddFamilyMemberInput) -> AddFamilyMemberPayload:
+        institution_id, pk = _resident_pk(info, input.resident_id, Action.FAMILY_MEMBER_ADD, field="residentId")
+        member = care.NewFamilyMember(
+            name=input.name,
+            relationship=input.relationship,
+            phone=input.phone,
+            is_emergency_contact=input.is_emergency_contact,
+        )
+        try:
+            row = await care.add_family_member(pk, member)
+        except USER_ERROR_TYPES as error:
+            return AddFamilyMemberPayload(
+                family_member=None, resident=None, user_errors=user_errors(error, info.context.locale)
+            )
+        resident = await care.get_resident(pk)
+        return AddFamilyMemberPayload(
+            family_member=FamilyMemberType.from_model(row, institution_id),
+            resident=ResidentType.from_model(resident, institution_id),
+            user_errors=[],
+        )

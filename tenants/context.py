@@ -1,0 +1,35 @@
+"""Which tenant the running code acts in. Set only by `tenants.unit_of_work`."""
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from tenants.schema_names import validate_schema_name
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRef:
+    institution_id: int
+    schema_name: str
+    time_zone: str = "Asia/Shanghai"
+    currency: str = "CNY"
+
+    def __post_init__(self) -> None:
+        validate_schema_name(self.schema_name)
+
+
+class OutsideTenantScope(RuntimeError):
+    """A tenant table was touched with no tenant unit of work open."""
+
+
+_current_tenant: ContextVar[TenantRef | None] = ContextVar("yiyang_current_tenant", default=None)
+
+
+def current_tenant() -> TenantRef:
+    tenant = _current_tenant.get()
+    if tenant is None:
+        raise OutsideTenantScope("tenant data accessed outside a tenant unit of work")
+    return tenant
+
+
+def current_tenant_or_none() -> TenantRef | None:
+    return _current_tenant.get()

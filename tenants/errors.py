@@ -1,0 +1,45 @@
+"""Errors the domain raises on purpose, each with the API error code it maps to.
+
+Messages are English msgids of the message catalogs (locale/); the API translates them for the reader,
+Simplified Chinese first. `params` fill the msgid's `{placeholders}`.
+"""
+
+from typing import ClassVar
+
+
+class DomainError(Exception):
+    code: ClassVar[str] = "BAD_USER_INPUT"
+
+    def __init__(self, message: str, *, field: str | None = None, **params: object) -> None:
+        super().__init__(message.format(**params) if params else message)
+        self.message = message
+        self.field = field
+        self.params = params
+
+
+class InvalidInput(DomainError):
+    code = "BAD_USER_INPUT"
+
+
+class NotFound(DomainError):
+    code = "NOT_FOUND"
+
+
+class Conflict(DomainError):
+    code = "CONFLICT"
+
+
+class Forbidden(DomainError):
+    code = "FORBIDDEN"
+
+
+class ValidationFailed(InvalidInput):
+    """Several input problems at once, reported together as mutation userErrors."""
+
+    def __init__(self, problems: list[InvalidInput]) -> None:
+        super().__init__(problems[0].message, field=problems[0].field, **problems[0].params)
+        self.problems = problems
+
+
+class Unauthenticated(DomainError):
+    code = "UNAUTHENTICATED"

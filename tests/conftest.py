@@ -1,0 +1,218 @@
+"""Shared fixtures: real PostgreSQL and Redis (embedded, or the servers named by DATABASE_URL/REDIS_URL),
+a scratch database per test run, the app, and a populated multi-tenant world."""
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from api.app import create_app
+from api.dev_tokens import issue_dev_token
+from api.settings import REPO_ROOT, Settings
+from compliance.principals import Principal, PrincipalKind, StaffRole
+from tenants.db import asyncpg_dsn
+
+TOKEN_SECRET = "test-token-secret-" + "x" * 32
+WORLD_INSTITUTIONS = 20
+RESIDENTS_PER_INSTITUTION = 6
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    database_url: str
+    redis_url: str
+    embedded: bool
+
+
+@pytest.fixture(scope="session")
+def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
+    if os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL"):
+        yield Endpoints(os.environ["DATABASE_URL"], os.environ["REDIS_URL"], embedded=False)
+        return
+    from api.services import BackingServices
+
+    services = BackingServices(tmp_path_factory.mktemp("services"), environ={})
+    started = services.start()
+    try:
+        yield Endpoints(started.database_url, started.redis_url, embedded=True)
+    finally:
+        services.stop()
+
+
+def _with_database(url: str, name: str) -> str:
+    base, _, _ = asyncpg_dsn(url).rpartition("/")
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="session")
+async def database_url(endpoints: Endpoints) -> AsyncIterator[str]:
+    """A database of its own for this test run, dropped afterwards."""
+    name = f"yiyang_test_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(asyncpg_dsn(endpoints.database_url))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield _with_database(endpoints.database_url, name)
+    admin = await asyncpg.connect(asyncpg_dsn(endpoints.database_url))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, endpoints: Endpoints) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=endpoints.redis_url,
+        environment="test",
+        token_secret=TOKEN_SECRET,
+        max_body_bytes=64 * 1024,
+    )
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[object]:
+    from tenants.migrate import migrate_all
+
+    await migrate_all(settings.database_url)
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture(scope="session")
+async def client(app: object) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://yiyang.test", timeout=60) as http:
+        yield http
+
+
+def staff_token(institution_id: int, *roles: StaffRole, ttl: int = 3600) -> str:
+    principal = Principal(
+        subject=f"staff-{institution_id}",
+        kind=PrincipalKind.STAFF,
+        institution_id=institution_id,
+        roles=frozenset(roles or {StaffRole.INSTITUTION_ADMIN}),
+    )
+    return issue_dev_token(TOKEN_SECRET, principal, ttl_seconds=ttl)
+
+
+def operator_token() -> str:
+    return issue_dev_token(TOKEN_SECRET, Principal(subject="ops", kind=PrincipalKind.OPERATOR))
+
+
+async def gql(
+    http: httpx.AsyncClient, query: str, variables: dict | None = None, *, token: str | None = None
+) -> dict:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = await http.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
+    return response.json()
+
+
+@dataclass(frozen=True)
+class World:
+    """Institutions whose residents share primary keys: resident k of every institution has id k."""
+
+    institution_ids: list[int]
+    resident_names: dict[int, list[str]]  # institution id -> names in id order
+
+    def token(self, institution_id: int, *roles: StaffRole) -> str:
+        return staff_token(institution_id, *roles)
+
+
+@pytest.fixture(scope="session")
+async def world(app: object) -> World:
+    from care.models import CareLevel, Gender
+    from care.residents import Admission, Placement, admit_resident
+    from tenants.registry import NewInstitution, get_or_create_chain, get_or_create_region, provision_institution
+    from tenants.unit_of_work import run_in_tenant
+    from tenants.registry import tenant_ref
+
+    await get_or_create_region("test-east", "华东测试区")
+    await get_or_create_chain("测试连锁")
+    ids: list[int] = []
+    names: dict[int, list[str]] = {}
+    for number in range(WORLD_INSTITUTIONS):
+        institution = await provision_institution(
+            NewInstitution(name=f"测试养老院{number:02d}", region_code="test-east", chain_name="测试连锁")
+        )
+        ids.append(institution.id)
+        admitted = [f"长者{number:02d}-{k}" for k in range(RESIDENTS_PER_INSTITUTION)]
+
+        async def admit_all(admitted: list[str] = admitted) -> None:
+            for k, name in enumerate(admitted):
+                await admit_resident(
+                    Admission(
+                        name=name,
+                        gender=Gender.FEMALE if k % 2 else Gender.MALE,
+                        birth_date=date(1940 + k, 3, 1),
+                        care_level=CareLevel.ASSISTED,
+                        admission_date=date(2024, 1, 1 + k),
+                        placement=Placement("A", f"{100 + k}", "1"),
+                    )
+                )
+
+        await run_in_tenant(tenant_ref(institution), admit_all)
+        names[institution.id] = admitted
+    return World(institution_ids=ids, resident_names=names)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    base_url: str
+    staff_token: str
+
+
+@pytest.fixture(scope="session")
+def live_server(settings: Settings, world: World) -> Iterator[LiveServer]:
+    """The real app in a uvicorn process of its own."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "YIYANG_TOKEN_SECRET": TOKEN_SECRET,
+        "YIYANG_ENV": "test",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "warning"],
+        cwd=REPO_ROOT,
+        env=env,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            raise RuntimeError("the API server did not become healthy within 30 s")
+        yield LiveServer(base_url=base_url, staff_token=staff_token(world.institution_ids[0]))
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+__all__ = ["Path"]

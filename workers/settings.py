@@ -1,0 +1,28 @@
+"""arq worker configuration: `arq workers.settings.WorkerSettings` (or `yiyang worker`)."""
+
+import os
+from typing import Any
+
+from arq import cron
+from arq.connections import RedisSettings
+
+from tenants.db import close_database, open_database
+from workers.census import record_daily_census
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    await open_database(os.environ["DATABASE_URL"])
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    await close_database()
+
+
+class WorkerSettings:
+    functions = [record_daily_census]
+    cron_jobs = [cron(record_daily_census, minute={5, 35}, unique=True, run_at_startup=True)]
+    redis_settings = RedisSettings.from_dsn(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    on_startup = startup
+    on_shutdown = shutdown
+    queue_name = "yiyang:short"
+    max_jobs = 10
