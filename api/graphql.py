@@ -3,14 +3,13 @@
 import logging
 from typing import Any
 
+from cross_web import AsyncHTTPRequestAdapter
 from graphql import ExecutionResult, GraphQLError
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
-from strawberry.http import GraphQLHTTPResponse
-from cross_web import AsyncHTTPRequestAdapter
-from strawberry.http import GraphQLRequestData
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 
 from api.dev_tokens import verify_dev_token
 from api.errors import graphql_error_response
@@ -122,7 +121,7 @@ class GraphQLView(ProtocolView):
             code = original.code
             if original.field:
                 formatted.setdefault("extensions", {})["field"] = original.field
-        elif original is None:
+        elif is_expected(error):
             code = "BAD_USER_INPUT"
         else:
             formatted["message"] = translate(INTERNAL_MESSAGE, locale)

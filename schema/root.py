@@ -29,8 +29,12 @@ class Mutation(InstitutionMutations, ResidentMutations):
 
 
 def is_expected(error: GraphQLError) -> bool:
-    """Errors the client caused (bad query, bad input, no access) as opposed to our own faults."""
-    return error.original_error is None or isinstance(error.original_error, DomainError)
+    """Errors the client caused (bad query, bad input, no access) as opposed to our own faults.
+
+    Errors without a path arise before execution (parsing, validation, variable coercion): the request
+    was at fault. Inside execution only our domain errors and GraphQL's own are expected.
+    """
+    return error.path is None or isinstance(error.original_error, (DomainError, GraphQLError, type(None)))
 
 
 class YiyangSchema(strawberry.Schema):

@@ -136,9 +136,14 @@ class World:
 async def world(app: object) -> World:
     from care.models import CareLevel, Gender
     from care.residents import Admission, Placement, admit_resident
-    from tenants.registry import NewInstitution, get_or_create_chain, get_or_create_region, provision_institution
+    from tenants.registry import (
+        NewInstitution,
+        get_or_create_chain,
+        get_or_create_region,
+        provision_institution,
+        tenant_ref,
+    )
     from tenants.unit_of_work import run_in_tenant
-    from tenants.registry import tenant_ref
 
     await get_or_create_region("test-east", "华东测试区")
     await get_or_create_chain("测试连锁")
