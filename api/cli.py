@@ -51,7 +51,8 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
         print(f"migration failed: {failed}", file=sys.stderr)
         return 1
     print(
-        f"shared migrations applied: {report.shared_applied or 'none'}; tenant schemas: {report.schemas_total}, "
+        f"shared migrations applied: {report.shared_applied or 'none'}; "
+        f"tenant schemas: {report.schemas_total}, "
         f"migrated: {report.schemas_migrated}, migrations applied: {report.migrations_applied}"
     )
     return 0
@@ -134,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yiyang", description="Yiyang (颐养) elder-care platform")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="run the whole product: servers, migrations, demo data, API, worker")
+    run = commands.add_parser(
+        "run", help="run the whole product: servers, migrations, demo data, API, worker"
+    )
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8000)
     run.add_argument("--data-dir", default=str(REPO_ROOT / "var"))

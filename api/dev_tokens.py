@@ -18,7 +18,9 @@ AUDIENCE = "yiyang-api"
 ALGORITHMS = ["HS256"]
 
 
-def issue_dev_token(secret: str, principal: Principal, *, ttl_seconds: int = 3600, now: float | None = None) -> str:
+def issue_dev_token(
+    secret: str, principal: Principal, *, ttl_seconds: int = 3600, now: float | None = None
+) -> str:
     issued = int(now if now is not None else time.time())
     claims: dict[str, object] = {
         "iss": ISSUER,
@@ -32,7 +34,9 @@ def issue_dev_token(secret: str, principal: Principal, *, ttl_seconds: int = 360
     }
     if principal.institution_id is not None:
         claims["inst"] = principal.institution_id
-    return jwt.encode({"alg": "HS256", "typ": "JWT"}, claims, OctKey.import_key(secret), algorithms=ALGORITHMS)
+    return jwt.encode(
+        {"alg": "HS256", "typ": "JWT"}, claims, OctKey.import_key(secret), algorithms=ALGORITHMS
+    )
 
 
 _CLAIMS = jwt.JWTClaimsRegistry(

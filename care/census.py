@@ -22,9 +22,11 @@ class Census:
 
 
 async def census_on(day: date) -> Census:
-    in_residence = await Resident.filter(admission_date__lte=day).exclude(
-        status=ResidentStatus.DISCHARGED, discharged_on__lte=day
-    ).count()
+    in_residence = (
+        await Resident.filter(admission_date__lte=day)
+        .exclude(status=ResidentStatus.DISCHARGED, discharged_on__lte=day)
+        .count()
+    )
     admissions = await Resident.filter(admission_date=day).count()
     discharges = await Resident.filter(discharged_on=day).count()
     return Census(day=day, in_residence=in_residence, admissions=admissions, discharges=discharges)

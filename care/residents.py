@@ -98,9 +98,7 @@ def _check_dates(birth: date, admitted: date, today: date, problems: list[Invali
     if admitted < birth:
         problems.append(InvalidInput("Admission date cannot precede the birth date.", field="admissionDate"))
     if (admitted - today).days > 90:
-        problems.append(
-            InvalidInput("Admission date can be at most 90 days ahead.", field="admissionDate")
-        )
+        problems.append(InvalidInput("Admission date can be at most 90 days ahead.", field="admissionDate"))
 
 
 def _check_placement(placement: Placement, problems: list[InvalidInput]) -> None:
@@ -110,7 +108,9 @@ def _check_placement(placement: Placement, problems: list[InvalidInput]) -> None
         ("bed", placement.bed, 20),
     ):
         if value is not None and (not value.strip() or len(value) > limit):
-            problems.append(InvalidInput("{field} must be 1 to {limit} characters.", field=field, limit=limit))
+            problems.append(
+                InvalidInput("{field} must be 1 to {limit} characters.", field=field, limit=limit)
+            )
     if placement.bed is not None and (placement.building is None or placement.room is None):
         problems.append(InvalidInput("A bed needs its building and room.", field="bed"))
 
@@ -174,8 +174,14 @@ async def update_resident(resident_id: int, changes: ResidentChanges) -> Residen
     birth = changes.birth_date or resident.birth_date
     admitted = changes.admission_date or resident.admission_date
     _check_dates(birth, admitted, institution_today(), problems)
-    if resident.discharged_on is not None and changes.admission_date and changes.admission_date > resident.discharged_on:
-        problems.append(InvalidInput("Admission date cannot follow the discharge date.", field="admissionDate"))
+    if (
+        resident.discharged_on is not None
+        and changes.admission_date
+        and changes.admission_date > resident.discharged_on
+    ):
+        problems.append(
+            InvalidInput("Admission date cannot follow the discharge date.", field="admissionDate")
+        )
     _raise_if(problems)
     if changes.name is not None:
         resident.name = changes.name.strip()
@@ -220,7 +226,9 @@ async def add_family_member(resident_id: int, member: NewFamilyMember) -> Family
     _check_name(member.name, "name", problems)
     phone = member.phone.strip()
     if not _PHONE.fullmatch(phone):
-        problems.append(InvalidInput("Phone must be a mainland China mobile or landline number.", field="phone"))
+        problems.append(
+            InvalidInput("Phone must be a mainland China mobile or landline number.", field="phone")
+        )
     _raise_if(problems)
     return await FamilyMember.create(
         resident=resident,

@@ -48,7 +48,9 @@ class InstitutionType:
             id=strawberry.ID(encode_id("Institution", row.id)),
             name=row.name,
             region=RegionType(code=row.region.code, name=row.region.name),
-            chain=ChainType(id=strawberry.ID(encode_id("Chain", chain.id)), name=chain.name) if chain else None,
+            chain=ChainType(id=strawberry.ID(encode_id("Chain", chain.id)), name=chain.name)
+            if chain
+            else None,
             status=row.status,
             time_zone=row.time_zone,
             currency=row.currency,
@@ -88,8 +90,10 @@ class InstitutionQueries:
         query = institutions_with_relations()
         if visible is not None:
             query = query.filter(id__in=list(visible))
-        rows = await query.filter(**({"id__gt": page.after_key} if page.after_key else {})).order_by("id").limit(
-            page.size + 1
+        rows = (
+            await query.filter(**({"id__gt": page.after_key} if page.after_key else {}))
+            .order_by("id")
+            .limit(page.size + 1)
         )
         return connection(
             rows,
@@ -128,6 +132,8 @@ class InstitutionMutations:
                 )
             )
         except USER_ERROR_TYPES as error:
-            return ProvisionInstitutionPayload(institution=None, user_errors=user_errors(error, info.context.locale))
+            return ProvisionInstitutionPayload(
+                institution=None, user_errors=user_errors(error, info.context.locale)
+            )
         row = await institutions_with_relations().get(id=created.id)
         return ProvisionInstitutionPayload(institution=InstitutionType.from_model(row), user_errors=[])

@@ -89,11 +89,15 @@ def connection(
     )
 
 
-def paginate_loaded(items: Sequence[NodeT], request: PageRequest, *, key: Callable[[NodeT], int]) -> Connection[NodeT]:
+def paginate_loaded(
+    items: Sequence[NodeT], request: PageRequest, *, key: Callable[[NodeT], int]
+) -> Connection[NodeT]:
     """A connection over a short list already in memory (e.g. a resident's family members)."""
     remaining = [item for item in items if request.after_key is None or key(item) > request.after_key]
 
     async def total() -> int:
         return len(items)
 
-    return connection(remaining[: request.size + 1], request, key=key, node=lambda item: item, count_total=total)
+    return connection(
+        remaining[: request.size + 1], request, key=key, node=lambda item: item, count_total=total
+    )

@@ -90,7 +90,11 @@ class ResidentType:
     @strawberry.field(description="Age in whole years today, in the institution's time zone.")
     def age(self) -> int:
         today = care.institution_today()
-        return today.year - self.birth_date.year - ((today.month, today.day) < (self.birth_date.month, self.birth_date.day))
+        return (
+            today.year
+            - self.birth_date.year
+            - ((today.month, today.day) < (self.birth_date.month, self.birth_date.day))
+        )
 
     @strawberry.field
     async def family_members(
@@ -137,7 +141,9 @@ class AdmitResidentInput:
     placement: PlacementInput | None = None
 
 
-@strawberry.input(description="Fields left out (or null) keep their value; placement replaces the whole placement.")
+@strawberry.input(
+    description="Fields left out (or null) keep their value; placement replaces the whole placement."
+)
 class UpdateResidentInput:
     id: strawberry.ID
     name: str | None = None
@@ -199,7 +205,9 @@ async def _resident_change(
 
 @strawberry.type
 class ResidentQueries:
-    @strawberry.field(description="Residents of the institution the caller acts in, in admission-record order.")
+    @strawberry.field(
+        description="Residents of the institution the caller acts in, in admission-record order."
+    )
     async def residents(
         self,
         info: YiyangInfo,
@@ -212,7 +220,10 @@ class ResidentQueries:
         page = page_request(first, after)
         given = filter or ResidentFilterInput()
         criteria = care.ResidentFilter(
-            status=given.status, care_level=given.care_level, building=given.building, name_contains=given.name_contains
+            status=given.status,
+            care_level=given.care_level,
+            building=given.building,
+            name_contains=given.name_contains,
         )
         rows = await care.list_residents(criteria, after_id=page.after_key, limit=page.size + 1)
         return connection(
@@ -265,8 +276,12 @@ class ResidentMutations:
         return await _resident_change(info, institution_id, lambda: care.discharge_resident(pk, discharge))
 
     @strawberry.mutation
-    async def add_family_member(self, info: YiyangInfo, input: AddFamilyMemberInput) -> AddFamilyMemberPayload:
-        institution_id, pk = _resident_pk(info, input.resident_id, Action.FAMILY_MEMBER_ADD, field="residentId")
+    async def add_family_member(
+        self, info: YiyangInfo, input: AddFamilyMemberInput
+    ) -> AddFamilyMemberPayload:
+        institution_id, pk = _resident_pk(
+            info, input.resident_id, Action.FAMILY_MEMBER_ADD, field="residentId"
+        )
         member = care.NewFamilyMember(
             name=input.name,
             relationship=input.relationship,

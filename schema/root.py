@@ -38,7 +38,9 @@ def is_expected(error: GraphQLError) -> bool:
 
 
 class YiyangSchema(strawberry.Schema):
-    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
         # Only our own faults deserve a stack trace in the log; the client sees a masked message.
         for error in errors:
             if not is_expected(error):

@@ -153,7 +153,8 @@ async def _apply_shared(conn: asyncpg.Connection, migrations: MigrationSet, repo
         async with conn.transaction():
             await conn.execute(migration.sql)
             await conn.execute(
-                f"INSERT INTO {SHARED_SCHEMA}.shared_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                f"INSERT INTO {SHARED_SCHEMA}.shared_migrations (version, name, checksum)"
+                " VALUES ($1, $2, $3)",
                 migration.version,
                 migration.name,
                 migration.checksum,

@@ -117,7 +117,9 @@ async def gql(
     http: httpx.AsyncClient, query: str, variables: dict | None = None, *, token: str | None = None
 ) -> dict:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    response = await http.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
+    response = await http.post(
+        "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
+    )
     return response.json()
 
 
@@ -198,8 +200,19 @@ def live_server(settings: Settings, world: World) -> Iterator[LiveServer]:
         "YIYANG_ENV": "test",
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "api.app:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
         cwd=REPO_ROOT,
         env=env,
     )

@@ -1,7 +1,7 @@
 """arq worker configuration: `arq workers.settings.WorkerSettings` (or `yiyang worker`)."""
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 from arq import cron
 from arq.connections import RedisSettings
@@ -19,8 +19,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 class WorkerSettings:
-    functions = [record_daily_census]
-    cron_jobs = [cron(record_daily_census, minute={5, 35}, unique=True, run_at_startup=True)]
+    functions: ClassVar = [record_daily_census]
+    cron_jobs: ClassVar = [cron(record_daily_census, minute={5, 35}, unique=True, run_at_startup=True)]
     redis_settings = RedisSettings.from_dsn(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     on_startup = startup
     on_shutdown = shutdown

@@ -9,8 +9,8 @@ from tests.conftest import World, gql
 
 # Every (operation type, field, argument path) that carries an id, with the operation to probe it.
 PROBES: dict[tuple[str, str, str], tuple[str, str]] = {
-    ("query", "resident", "id"): ("Resident", 'query($id: ID!) { resident(id: $id) { name } }'),
-    ("query", "institution", "id"): ("Institution", 'query($id: ID!) { institution(id: $id) { name } }'),
+    ("query", "resident", "id"): ("Resident", "query($id: ID!) { resident(id: $id) { name } }"),
+    ("query", "institution", "id"): ("Institution", "query($id: ID!) { institution(id: $id) { name } }"),
     ("mutation", "updateResident", "input.id"): (
         "Resident",
         'mutation($id: ID!) { updateResident(input: {id: $id, name: "篡改"}) { resident { name } } }',
@@ -41,7 +41,11 @@ def id_arguments() -> set[tuple[str, str, str]]:
                     found.add((kind, field_name, arg_name))
                 elif hasattr(named, "fields"):
                     for input_name, input_field in named.fields.items():
-                        inner = input_field.type.of_type if isinstance(input_field.type, GraphQLNonNull) else input_field.type
+                        inner = (
+                            input_field.type.of_type
+                            if isinstance(input_field.type, GraphQLNonNull)
+                            else input_field.type
+                        )
                         if get_named_type(inner).name == "ID":
                             found.add((kind, field_name, f"{arg_name}.{input_name}"))
     return found
@@ -54,14 +58,20 @@ def test_every_id_argument_has_a_probe() -> None:
 
 async def test_ids_of_another_institution_are_not_found(client: httpx.AsyncClient, world: World) -> None:
     mine, theirs = world.institution_ids[0], world.institution_ids[1]
-    before = await gql(client, "{ residents(first: 50) { edges { node { id name status } } } }", token=world.token(theirs))
+    before = await gql(
+        client, "{ residents(first: 50) { edges { node { id name status } } } }", token=world.token(theirs)
+    )
     for (_, field, _), (type_name, operation) in PROBES.items():
-        foreign_id = encode_id(type_name, theirs) if type_name == "Institution" else encode_id(type_name, theirs, 1)
+        foreign_id = (
+            encode_id(type_name, theirs) if type_name == "Institution" else encode_id(type_name, theirs, 1)
+        )
         body = await gql(client, operation, {"id": foreign_id}, token=world.token(mine))
         codes = [error["extensions"]["code"] for error in body.get("errors", [])]
         assert codes == ["NOT_FOUND"], (field, body)
         assert body.get("data") is None, (field, body)
-    after = await gql(client, "{ residents(first: 50) { edges { node { id name status } } } }", token=world.token(theirs))
+    after = await gql(
+        client, "{ residents(first: 50) { edges { node { id name status } } } }", token=world.token(theirs)
+    )
     assert after == before
     family = await gql(
         client,
@@ -75,6 +85,9 @@ async def test_ids_of_another_institution_are_not_found(client: httpx.AsyncClien
 async def test_own_resident_with_same_primary_key_is_found(client: httpx.AsyncClient, world: World) -> None:
     mine = world.institution_ids[0]
     body = await gql(
-        client, "query($id: ID!) { resident(id: $id) { name } }", {"id": encode_id("Resident", mine, 1)}, token=world.token(mine)
+        client,
+        "query($id: ID!) { resident(id: $id) { name } }",
+        {"id": encode_id("Resident", mine, 1)},
+        token=world.token(mine),
     )
     assert body["data"]["resident"]["name"] == world.resident_names[mine][0]

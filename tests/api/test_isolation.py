@@ -20,7 +20,10 @@ async def test_same_primary_keys_in_every_tenant(client: httpx.AsyncClient, worl
     a = await gql(client, LIST, {"first": 1}, token=world.token(first))
     b = await gql(client, LIST, {"first": 1}, token=world.token(second))
     # The fixture's premise: the same primary key holds different residents in different schemas.
-    assert a["data"]["residents"]["edges"][0]["node"]["name"] != b["data"]["residents"]["edges"][0]["node"]["name"]
+    assert (
+        a["data"]["residents"]["edges"][0]["node"]["name"]
+        != b["data"]["residents"]["edges"][0]["node"]["name"]
+    )
 
 
 async def test_thousands_of_interleaved_requests_never_cross_tenants(
@@ -39,7 +42,9 @@ async def test_thousands_of_interleaved_requests_never_cross_tenants(
             assert len(names) == RESIDENTS_PER_INSTITUTION
         else:
             pk = rng.randint(1, RESIDENTS_PER_INSTITUTION)
-            body = await gql(client, ONE, {"id": encode_id("Resident", institution, pk)}, token=tokens[institution])
+            body = await gql(
+                client, ONE, {"id": encode_id("Resident", institution, pk)}, token=tokens[institution]
+            )
             assert "errors" not in body, body
             names = [body["data"]["resident"]["name"]]
         return [name for name in names if name not in own]

@@ -4,7 +4,10 @@ import httpx
 
 from tests.conftest import World, gql, operator_token
 
-RESIDENT_FIELDS = "id name gender birthDate age building room bed careLevel admissionDate status dischargedOn dischargeReason"
+RESIDENT_FIELDS = (
+    "id name gender birthDate age building room bed careLevel admissionDate status"
+    " dischargedOn dischargeReason"
+)
 ADMIT = f"""mutation($input: AdmitResidentInput!) {{
   admitResident(input: $input) {{ resident {{ {RESIDENT_FIELDS} }} userErrors {{ field message code }} }}
 }}"""
@@ -39,17 +42,30 @@ async def test_admit_change_family_discharge(client: httpx.AsyncClient, world: W
     admitted = (await gql(client, ADMIT, {"input": admission()}, token=token))["data"]["admitResident"]
     assert admitted["userErrors"] == []
     resident = admitted["resident"]
-    assert resident["status"] == "IN_RESIDENCE" and resident["careLevel"] == "FULL_CARE" and resident["age"] >= 86
+    assert (
+        resident["status"] == "IN_RESIDENCE"
+        and resident["careLevel"] == "FULL_CARE"
+        and resident["age"] >= 86
+    )
 
-    changed = (await gql(client, UPDATE, {"input": {"id": resident["id"], "careLevel": "SPECIAL_CARE"}}, token=token))
+    changed = await gql(
+        client, UPDATE, {"input": {"id": resident["id"], "careLevel": "SPECIAL_CARE"}}, token=token
+    )
     assert changed["data"]["updateResident"]["resident"]["careLevel"] == "SPECIAL_CARE"
     assert changed["data"]["updateResident"]["resident"]["name"] == "王秀英"
 
     family = await gql(
         client,
         ADD_FAMILY,
-        {"input": {"residentId": resident["id"], "name": "李娜", "relationship": "DAUGHTER", "phone": "13912345678",
-                   "isEmergencyContact": True}},
+        {
+            "input": {
+                "residentId": resident["id"],
+                "name": "李娜",
+                "relationship": "DAUGHTER",
+                "phone": "13912345678",
+                "isEmergencyContact": True,
+            }
+        },
         token=token,
     )
     payload = family["data"]["addFamilyMember"]
@@ -58,18 +74,24 @@ async def test_admit_change_family_discharge(client: httpx.AsyncClient, world: W
     assert payload["resident"]["familyMembers"]["totalCount"] == 1
 
     discharged = await gql(
-        client, DISCHARGE, {"input": {"id": resident["id"], "dischargedOn": "2025-06-30", "reason": "RETURNED_HOME"}}, token=token
+        client,
+        DISCHARGE,
+        {"input": {"id": resident["id"], "dischargedOn": "2025-06-30", "reason": "RETURNED_HOME"}},
+        token=token,
     )
     result = discharged["data"]["dischargeResident"]["resident"]
     assert result["status"] == "DISCHARGED" and result["dischargeReason"] == "RETURNED_HOME"
 
     again = await gql(
-        client, DISCHARGE, {"input": {"id": resident["id"], "dischargedOn": "2025-07-01", "reason": "OTHER"}}, token=token
+        client,
+        DISCHARGE,
+        {"input": {"id": resident["id"], "dischargedOn": "2025-07-01", "reason": "OTHER"}},
+        token=token,
     )
     assert again["data"]["dischargeResident"]["userErrors"][0]["code"] == "CONFLICT"
 
     # The bed is free again after the discharge.
-    next_one = (await gql(client, ADMIT, {"input": admission(name="赵建国", gender="MALE")}, token=token))
+    next_one = await gql(client, ADMIT, {"input": admission(name="赵建国", gender="MALE")}, token=token)
     assert next_one["data"]["admitResident"]["userErrors"] == []
 
 
@@ -89,7 +111,9 @@ async def test_validation_problems_are_user_errors(client: httpx.AsyncClient, wo
     assert any("出生日期" in error["message"] for error in payload["userErrors"])
 
 
-async def test_occupied_bed_is_a_conflict_and_the_request_goes_on(client: httpx.AsyncClient, world: World) -> None:
+async def test_occupied_bed_is_a_conflict_and_the_request_goes_on(
+    client: httpx.AsyncClient, world: World
+) -> None:
     token = world.token(world.institution_ids[7])
     placement = {"building": "C", "room": "301", "bed": "1"}
     first = await gql(client, ADMIT, {"input": admission(placement=placement)}, token=token)
@@ -139,11 +163,16 @@ async def test_filters_and_cursor_pagination(client: httpx.AsyncClient, world: W
     assert seen == world.resident_names[institution]
     assert page["totalCount"] == len(seen)
     filtered = await gql(client, query, {"filter": {"nameContains": "-3"}}, token=token)
-    assert [e["node"]["name"] for e in filtered["data"]["residents"]["edges"]] == [world.resident_names[institution][3]]
+    assert [e["node"]["name"] for e in filtered["data"]["residents"]["edges"]] == [
+        world.resident_names[institution][3]
+    ]
 
 
 async def test_institutions_visible_to_staff_and_operators(client: httpx.AsyncClient, world: World) -> None:
-    query = "{ institutions(first: 100) { totalCount edges { node { id name region { code } chain { name } } } } }"
+    query = (
+        "{ institutions(first: 100) { totalCount"
+        " edges { node { id name region { code } chain { name } } } } }"
+    )
     staff = (await gql(client, query, token=world.token(world.institution_ids[0])))["data"]["institutions"]
     assert staff["totalCount"] == 1
     operator = (await gql(client, query, token=operator_token()))["data"]["institutions"]
@@ -155,7 +184,10 @@ async def test_operator_provisions_an_institution(client: httpx.AsyncClient, wor
       provisionInstitution(input: $input) { institution { id name timeZone } userErrors { field code } }
     }"""
     body = await gql(
-        client, mutation, {"input": {"name": "新开养老院", "regionCode": "test-east", "bedCapacity": 120}}, token=operator_token()
+        client,
+        mutation,
+        {"input": {"name": "新开养老院", "regionCode": "test-east", "bedCapacity": 120}},
+        token=operator_token(),
     )
     created = body["data"]["provisionInstitution"]
     assert created["userErrors"] == [] and created["institution"]["timeZone"] == "Asia/Shanghai"
@@ -168,7 +200,10 @@ async def test_operator_provisions_an_institution(client: httpx.AsyncClient, wor
     fields = {error["field"] for error in invalid["data"]["provisionInstitution"]["userErrors"]}
     assert fields == {"name", "regionCode", "timeZone", "currency"}
     refused = await gql(
-        client, mutation, {"input": {"name": "x", "regionCode": "test-east"}}, token=world.token(world.institution_ids[0])
+        client,
+        mutation,
+        {"input": {"name": "x", "regionCode": "test-east"}},
+        token=world.token(world.institution_ids[0]),
     )
     assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
 
@@ -177,6 +212,10 @@ async def test_healthz_and_metrics(client: httpx.AsyncClient) -> None:
     health = await client.get("/healthz")
     assert health.status_code == 200 and health.json() == {"status": "ok", "database": True, "redis": True}
     metrics = (await client.get("/metrics")).text
-    for name in ("yiyang_http_requests_total", "yiyang_http_request_duration_seconds_bucket",
-                 "yiyang_graphql_errors_total", "yiyang_db_pool_in_use"):
+    for name in (
+        "yiyang_http_requests_total",
+        "yiyang_http_request_duration_seconds_bucket",
+        "yiyang_graphql_errors_total",
+        "yiyang_db_pool_in_use",
+    ):
         assert name in metrics
