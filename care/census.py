@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import date
 
 from tortoise import connections
+from tortoise.expressions import Q
 
-from care.models import Resident, ResidentStatus
+from care.models import Resident
 from tenants.context import current_tenant
 from tenants.schema_names import SHARED_SCHEMA
 
@@ -22,11 +23,8 @@ class Census:
 
 
 async def census_on(day: date) -> Census:
-    in_residence = (
-        await Resident.filter(admission_date__lte=day)
-        .exclude(status=ResidentStatus.DISCHARGED, discharged_on__lte=day)
-        .count()
-    )
+    still_there = Q(discharged_on__isnull=True) | Q(discharged_on__gt=day)
+    in_residence = await Resident.filter(Q(admission_date__lte=day) & still_there).count()
     admissions = await Resident.filter(admission_date=day).count()
     discharges = await Resident.filter(discharged_on=day).count()
     return Census(day=day, in_residence=in_residence, admissions=admissions, discharges=discharges)
