@@ -4,7 +4,9 @@ import logging
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions import AddValidationRules, MaxTokensLimiter, ParserCache, ValidationCache
+from strawberry.extensions.max_aliases import create_validator as alias_limit_rule
+from strawberry.extensions.query_depth_limiter import create_validator as depth_limit_rule
 from strawberry.types import ExecutionContext
 
 from schema.institutions import InstitutionMutations, InstitutionQueries
@@ -16,6 +18,7 @@ MAX_TOKENS = 2_000
 MAX_ALIASES = 30
 
 log = logging.getLogger("yiyang.graphql")
+LIMIT_RULES = [depth_limit_rule(MAX_DEPTH, None, None), alias_limit_rule(MAX_ALIASES)]
 
 
 @strawberry.type
@@ -52,8 +55,11 @@ def build_schema() -> strawberry.Schema:
         query=Query,
         mutation=Mutation,
         extensions=[
-            lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-            lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+            lambda: AddValidationRules(LIMIT_RULES),
+            # Clients send the same few documents over and over: parse and validate each once. The
+            # cache is keyed by the rule classes too, hence the limit rules built once above.
+            lambda: ParserCache(maxsize=512),
+            lambda: ValidationCache(maxsize=512),
         ],
     )
