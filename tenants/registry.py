@@ -91,8 +91,9 @@ def tenant_ref(institution: Institution) -> TenantRef:
 class TenantDirectory:
     """Active institutions by id, cached briefly: every request resolves its tenant through this."""
 
-    def __init__(self, ttl_seconds: float = 30.0) -> None:
+    def __init__(self, ttl_seconds: float = 30.0, miss_ttl_seconds: float = 2.0) -> None:
         self._ttl = ttl_seconds
+        self._miss_ttl = miss_ttl_seconds
         self._cache: dict[int, tuple[float, TenantRef | None]] = {}
 
     async def resolve(self, institution_id: int) -> TenantRef:
@@ -101,7 +102,7 @@ class TenantDirectory:
         if cached is None or cached[0] < now:
             institution = await Institution.get_or_none(id=institution_id, status=InstitutionStatus.ACTIVE)
             ref = tenant_ref(institution) if institution else None
-            self._cache[institution_id] = (now + self._ttl, ref)
+            self._cache[institution_id] = (now + (self._ttl if ref else self._miss_ttl), ref)
             cached = self._cache[institution_id]
         if cached[1] is None:
             raise NotFound("Institution not found or not active.")

@@ -219,3 +219,19 @@ async def test_healthz_and_metrics(client: httpx.AsyncClient) -> None:
         "yiyang_db_pool_in_use",
     ):
         assert name in metrics
+
+
+async def test_graphiql_page_in_development(settings) -> None:
+    from dataclasses import replace
+
+    from api.app import create_app
+
+    development = create_app(replace(settings, environment="development"))
+    production = create_app(replace(settings, environment="production"))
+    for application, expected in ((development, 200), (production, 401)):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://yiyang.test") as http:
+            page = await http.get("/graphql", headers={"Accept": "text/html"})
+        assert page.status_code == expected
+        if expected == 200:
+            assert "graphiql" in page.text.lower()
