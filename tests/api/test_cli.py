@@ -1,0 +1,59 @@
+"""The `yiyang` command against the test database, as an operator would type it."""
+
+import os
+import subprocess
+import sys
+
+from api.dev_tokens import verify_dev_token
+from api.settings import REPO_ROOT, Settings
+from compliance.principals import StaffRole
+from tests.conftest import TOKEN_SECRET, World
+
+
+def yiyang(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "YIYANG_TOKEN_SECRET": TOKEN_SECRET,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_tenants_create_list_and_noop_migrate(settings: Settings, world: World) -> None:
+    created = yiyang(
+        settings, "tenants", "create", "--name", "命令行养老院", "--region", "test-east", "--beds", "80"
+    )
+    assert created.returncode == 0, created.stderr
+    institution_id, schema_name, name = created.stdout.strip().split("\t")
+    assert schema_name.startswith("t_") and name == "命令行养老院"
+
+    listed = yiyang(settings, "tenants", "list")
+    assert f"{institution_id}\t{schema_name}\tactive\ttest-east" in listed.stdout
+
+    migrated = yiyang(settings, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert "migrations applied: 0" in migrated.stdout
+
+
+def test_tenants_create_refuses_bad_input(settings: Settings, world: World) -> None:
+    refused = yiyang(
+        settings, "tenants", "create", "--name", "x", "--region", "nowhere", "--time-zone", "Mars/Base"
+    )
+    assert refused.returncode == 2
+    assert "regionCode" in refused.stderr and "timeZone" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_token_command_issues_a_working_token(settings: Settings, world: World) -> None:
+    issued = yiyang(settings, "token", "--institution", str(world.institution_ids[0]), "--role", "nurse")
+    assert issued.returncode == 0, issued.stderr
+    principal = verify_dev_token(TOKEN_SECRET, issued.stdout.strip())
+    assert principal.institution_id == world.institution_ids[0] and principal.roles == {StaffRole.NURSE}
