@@ -49,6 +49,11 @@ _CLAIMS = jwt.JWTClaimsRegistry(
 
 
 def verify_dev_token(secret: str, token: str) -> Principal:
+    return verify_dev_token_expiry(secret, token)[0]
+
+
+def verify_dev_token_expiry(secret: str, token: str) -> tuple[Principal, int]:
+    """The token's principal and its `exp` (seconds since the epoch), or Unauthenticated."""
     invalid = Unauthenticated("The access token is invalid or has expired.")
     try:
         decoded = jwt.decode(token, OctKey.import_key(secret), algorithms=ALGORITHMS)
@@ -60,11 +65,12 @@ def verify_dev_token(secret: str, token: str) -> Principal:
             raise ValueError("inst")
         if kind is PrincipalKind.STAFF and institution is None:
             raise ValueError("staff without institution")
-        return Principal(
+        principal = Principal(
             subject=str(claims["sub"]),
             kind=kind,
             institution_id=institution,
             roles=frozenset(StaffRole(role) for role in claims.get("roles", [])),
         )
+        return principal, int(claims["exp"])
     except (JoseError, ValueError, KeyError, TypeError):
         raise invalid from None

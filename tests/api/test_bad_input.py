@@ -218,3 +218,18 @@ async def test_server_keeps_serving_after_bad_input(client: httpx.AsyncClient, t
     body = (await post(client, {"query": HEALTHY_QUERY}, token)).json()
     assert "errors" not in body
     assert body["data"]["residents"]["edges"]
+
+
+
+def test_verified_token_cache_never_outlives_expiry() -> None:
+    from api.graphql import VerifiedTokenCache
+
+    cache = VerifiedTokenCache(capacity=2)
+    someone = Principal(subject="x", kind=PrincipalKind.OPERATOR)
+    cache.put("expired", someone, expires_at=time.time() - 1)
+    cache.put("valid", someone, expires_at=time.time() + 600)
+    assert cache.get("expired") is None
+    assert cache.get("valid") == someone
+    cache.put("a", someone, expires_at=time.time() + 600)
+    cache.put("b", someone, expires_at=time.time() + 600)
+    assert cache.get("valid") is None  # the oldest entry made room
