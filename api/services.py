@@ -28,6 +28,8 @@ class ServiceEndpoints:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as probe:
+        # Servers set SO_REUSEADDR too: a port in TIME_WAIT after our own restart is free for them.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
