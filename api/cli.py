@@ -99,7 +99,14 @@ def _cmd_tenants_list(args: argparse.Namespace) -> int:
 def _cmd_seed(args: argparse.Namespace) -> int:
     from care.demo import seed_demo_data
 
-    asyncio.run(seed_demo_data(_database_url()))
+    report = asyncio.run(seed_demo_data(_database_url()))
+    if report.skipped:
+        print("the registry already holds institutions: demo data not loaded")
+    else:
+        print(
+            f"demo data: {report.chains} chains, {report.institutions} institutions, "
+            f"{report.residents} residents, {report.family_members} family members"
+        )
     return 0
 
 

@@ -31,7 +31,7 @@ class DischargeReason(StrEnum):
 
     RETURNED_HOME = "returned_home"
     TRANSFERRED_TO_HOSPITAL = "transferred_to_hospital"
-    MOVED_TO_OTHER_INSTITUTION = "moved_to_other_institution"
+    MOVED_TO_OTHER_INSTITUTION = "other_institution"
     DECEASED = "deceased"
     DISSATISFIED = "dissatisfied"
     COST = "cost"

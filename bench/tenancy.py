@@ -1,0 +1,1289 @@
+"""`yiyang bench tenancy`: schema-per-institution at scale, measured end to end on this machine.
+
+In a scratch database created for the run (and dropped afterwards) it
+
+1. provisions N institutions one by one through `tenants.registry.provision_institution` (timing each),
+2. fills every tenant schema with residents (one INSERT … SELECT generate_series per schema),
+3. applies one additive migration to every schema through `tenants.migrate.migrate_all`, then times a
+   second, no-op run (in-process, and the `yiyang migrate` command end to end),
+4. starts the API as a real uvicorn process, warms it with one request per institution, reads its RSS,
+5. times `residents(first: 20)` at C concurrent clients across random institutions, each request with its
+   institution's staff token, and the same SQL sent through bare asyncpg (a pool of the API's size),
+
+and writes the figures, with the machine they were measured on, into a section of docs/benchmarks.md.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import importlib.metadata
+import json
+import os
+import platform
+import random
+import re
+import secrets
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import psutil
+
+from api.settings import REPO_ROOT
+
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/test"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+SECTION_BEGIN = "<!-- bench:tenancy:begin -->"
+SECTION_END = "<!-- bench:tenancy:end -->"
+INTRO = """# Benchmarks
+
+Measured figures of Yiyang, each section with the machine it was measured on. Sections between
+`<!-- bench:… -->` markers are written by the benchmark commands; re-running one replaces its section.
+
+## Reproducing
+
+```sh
+make bench                                  # = .venv/bin/yiyang bench tenancy
+.venv/bin/yiyang bench tenancy --help       # options: --institutions, --requests, --concurrency, …
+.venv/bin/yiyang bench tenancy --institutions 100 --output /tmp/bench.md   # a quick try
+```
+
+The tenancy benchmark needs a PostgreSQL server it may create databases on (`--database-url`, default
+`$DATABASE_URL`, else `postgres://postgres@127.0.0.1:5432/test`) and a Redis (`--redis-url`, default
+`$REDIS_URL`, else `redis://127.0.0.1:6379/0`). It works in a scratch database `yiyang_bench_<hex>`
+that it drops at the end, starts the API as a uvicorn process of its own, and takes about two minutes
+at 1,500 institutions. The client, the API and PostgreSQL share the machine: close other load first.
+"""
+
+GOAL_PROVISION_S = 1.0
+GOAL_MIGRATE_ALL_S = 30.0
+GOAL_NOOP_MIGRATE_S = 5.0
+GOAL_RSS_MB = 400.0
+GOAL_LATENCY_RATIO = 3.0
+
+RESIDENTS_QUERY = """query BenchResidents {
+  residents(first: 20) {
+    edges { cursor node { id name gender birthDate building room bed careLevel admissionDate status } }
+    pageInfo { hasNextPage endCursor }
+  }
+}"""
+
+FILL_RESIDENTS_SQL = """
+INSERT INTO {schema}.resident (name, gender, birth_date, care_level, admission_date, building, room, bed)
+SELECT '长者' || g,
+       CASE WHEN g % 2 = 0 THEN 'female' ELSE 'male' END,
+       date '1930-01-01' + (g * 397) % 9000,
+       (ARRAY['self_care', 'assisted', 'full_care', 'special_care'])[1 + g % 4],
+       date '2020-01-01' + g,
+       'A', (100 + g)::text, '1'
+FROM generate_series(1, $1) AS g
+"""
+
+REGIONS = (("bench-east", "华东基准区"), ("bench-north", "华北基准区"), ("bench-west", "西部基准区"))
+CHAINS = 10
+
+
+# ----------------------------------------------------------------------------------------------- figures
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) with linear interpolation between closest ranks."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+@dataclass
+class Run:
+    """One load run: per-request latencies (s), wall time (s), failures, CPU seconds spent per side."""
+
+    latencies: list[float]
+    wall: float
+    failures: int = 0
+    failure_samples: list[str] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return len(self.latencies)
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies, q)
+
+    @property
+    def throughput(self) -> float:
+        return self.count / self.wall if self.wall else float("nan")
+
+
+@dataclass
+class Results:
+    args: argparse.Namespace
+    started: datetime
+    machine: dict[str, str] = field(default_factory=dict)
+    provision: list[float] = field(default_factory=list)
+    provision_total: float = 0.0
+    fill_seconds: float = 0.0
+    residents_total: int = 0
+    migrate_all_seconds: float = 0.0
+    migrate_all_schemas: int = 0
+    noop_seconds: float = 0.0
+    noop_cli_seconds: float = 0.0
+    rss: dict[str, float] = field(default_factory=dict)  # MB at named moments
+    backend_memory: dict[str, float] = field(default_factory=dict)
+    warmup: Run | None = None
+    graphql: Run | None = None
+    bare: Run | None = None
+    graphql_raw: Run | None = None
+    graphql_serial: Run | None = None
+    bare_serial: Run | None = None
+    select_sql: str = ""
+    profile: "Profile | None" = None
+    finished: datetime | None = None
+
+
+# ------------------------------------------------------------------------------------------------ machine
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def code_version() -> str:
+    """The commit measured, and whether tracked files differed from it."""
+    try:
+        commit = subprocess.run(
+            ["git", "log", "-1", "--format=%h %cI %s"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout"
+    files = [line[3:] for line in changed if line.strip()]
+    dirty = f"; uncommitted changes in {', '.join(files[:5])}" if files else "; no uncommitted changes"
+    return f"commit {commit}{dirty}".replace("|", "\\|")
+
+
+async def describe_machine(admin: asyncpg.Connection, dsn: str) -> dict[str, str]:
+    settings = {
+        row["name"]: row["setting"] + (row["unit"] or "")
+        for row in await admin.fetch(
+            """SELECT name, setting, unit FROM pg_settings
+               WHERE name IN ('max_connections', 'shared_buffers', 'fsync', 'synchronous_commit', 'jit')"""
+        )
+    }
+    shared_buffers = settings.get("shared_buffers", "?")
+    if shared_buffers.endswith("8kB") and shared_buffers[:-3].isdigit():
+        shared_buffers = f"{int(shared_buffers[:-3]) * 8 // 1024} MB"
+    others = await admin.fetchval(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+    )
+    host = urlsplit(dsn).hostname or "?"
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    physical = psutil.cpu_count(logical=False)
+    return {
+        "CPU": _cpu_model(),
+        "Cores": f"{os.cpu_count()} logical ({physical or '?'} physical); "
+        f"{len(os.sched_getaffinity(0))} usable by this process",
+        "RAM": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
+        "OS": f"{platform.system()} {platform.release()}",
+        "PostgreSQL": f"{await admin.fetchval('SHOW server_version')} on {host} (same machine: "
+        f"{'yes' if host in {'127.0.0.1', 'localhost', '::1'} else 'no'}); shared_buffers {shared_buffers}, "
+        f"max_connections {settings.get('max_connections', '?')}, fsync {settings.get('fsync', '?')}, "
+        f"synchronous_commit {settings.get('synchronous_commit', '?')}, jit {settings.get('jit', '?')}",
+        "Python": f"{platform.python_implementation()} {platform.python_version()}",
+        "Code": await asyncio.to_thread(code_version),
+        "Libraries": ", ".join(
+            f"{name} {_version(name)}"
+            for name in (
+                "strawberry-graphql",
+                "graphql-core",
+                "starlette",
+                "uvicorn",
+                "uvloop",
+                "tortoise-orm",
+                "asyncpg",
+                "httpx",
+            )
+        ),
+        "Load at start": f"load average {load}; {others} other client session(s) on the PostgreSQL server",
+    }
+
+
+def machine_load_since(before: object) -> str:
+    """How busy the whole machine was since `before` (psutil.cpu_times()): others' load shows here."""
+    after = psutil.cpu_times()
+    spent = {name: getattr(after, name) - getattr(before, name) for name in after._fields}
+    total = sum(spent.values()) or 1.0
+    busy = 1 - (spent.get("idle", 0.0) + spent.get("iowait", 0.0)) / total
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    return (
+        f"all cores {busy:.0%} busy on average, CPU steal {spent.get('steal', 0.0) / total:.1%}; "
+        f"load average at the end {load}"
+    )
+
+
+# ------------------------------------------------------------------------------------------------- set-up
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(url: str, keep: bool) -> AsyncIterator[str]:
+    from tenants.db import asyncpg_dsn
+
+    name = f"yiyang_bench_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    log(f"scratch database {name}")
+    try:
+        yield with_database(url, name)
+    finally:
+        if keep:
+            log(f"kept database {name} (--keep-database)")
+        else:
+            admin = await asyncpg.connect(asyncpg_dsn(url))
+            try:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await admin.close()
+            log(f"dropped database {name}")
+
+
+@dataclass(frozen=True)
+class Tenant:
+    institution_id: int
+    schema_name: str
+
+
+async def provision_all(count: int, results: Results) -> list[Tenant]:
+    """Provision `count` institutions one after the other, as an operator onboarding them would."""
+    from tenants.registry import (
+        NewInstitution,
+        get_or_create_chain,
+        get_or_create_region,
+        provision_institution,
+    )
+
+    for code, name in REGIONS:
+        await get_or_create_region(code, name)
+    chains = [(await get_or_create_chain(f"基准连锁{k:02d}")).name for k in range(CHAINS)]
+    tenants: list[Tenant] = []
+    started = time.perf_counter()
+    for number in range(count):
+        spec = NewInstitution(
+            name=f"基准养老院{number:05d}",
+            region_code=REGIONS[number % len(REGIONS)][0],
+            chain_name=chains[number % CHAINS] if number % 3 else None,
+            bed_capacity=120,
+        )
+        began = time.perf_counter()
+        institution = await provision_institution(spec)
+        results.provision.append(time.perf_counter() - began)
+        tenants.append(Tenant(institution.id, institution.schema_name))
+        if (number + 1) % 100 == 0 or number + 1 == count:
+            log(f"provisioned {number + 1}/{count} (last: {results.provision[-1] * 1000:.0f} ms)")
+    results.provision_total = time.perf_counter() - started
+    return tenants
+
+
+async def generated_select_sql(tenant: Tenant, limit: int) -> str:
+    """The SELECT that care.residents.list_residents sends for `residents(first: 20)`, as Tortoise
+    renders it (asyncpg then prepares it; the page size is a bind parameter or a literal as Tortoise
+    chooses)."""
+    from tortoise.expressions import Q
+
+    from care.models import Resident
+    from tenants.context import TenantRef
+    from tenants.unit_of_work import run_in_tenant
+
+    async def render() -> str:
+        return Resident.filter(Q()).order_by("id").limit(limit).sql()
+
+    return await run_in_tenant(TenantRef(tenant.institution_id, tenant.schema_name), render)
+
+
+async def fill_residents(dsn: str, tenants: Sequence[Tenant], per_institution: int, results: Results) -> None:
+    from tenants.schema_names import quote_schema
+
+    inserted: list[int] = []
+    started = time.perf_counter()
+    async with asyncpg.create_pool(dsn, min_size=1, max_size=8) as pool:
+
+        async def fill(tenant: Tenant) -> None:
+            status = await pool.execute(
+                FILL_RESIDENTS_SQL.format(schema=quote_schema(tenant.schema_name)), per_institution
+            )
+            inserted.append(int(status.rsplit(" ", 1)[-1]))  # "INSERT 0 <rows>"
+
+        await bounded_gather([lambda t=t: fill(t) for t in tenants], 8)
+        results.fill_seconds = time.perf_counter() - started
+        results.residents_total = sum(inserted)
+        await pool.execute("ANALYZE")  # planner statistics, as autovacuum would leave them (not timed)
+
+
+async def bounded_gather(jobs: Sequence[Callable[[], Awaitable[object]]], concurrency: int) -> None:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(job: Callable[[], Awaitable[object]]) -> None:
+        async with gate:
+            await job()
+
+    await asyncio.gather(*(one(job) for job in jobs))
+
+
+# ------------------------------------------------------------------------------------------------ migrate
+
+
+async def bench_migrations(database_url: str, expected_schemas: int, results: Results) -> None:
+    from tenants.migrate import Migration, MigrationSet, migrate_all, tenant_migrations
+
+    real = tenant_migrations()
+    extra = Migration(real.latest + 1, "bench_note", "ALTER TABLE resident ADD COLUMN bench_note text;\n")
+    with_extra = MigrationSet((*real.migrations, extra))
+
+    started = time.perf_counter()
+    report = await migrate_all(database_url, tenant=with_extra)
+    results.migrate_all_seconds = time.perf_counter() - started
+    results.migrate_all_schemas = report.schemas_migrated
+    if report.schemas_migrated != expected_schemas or report.migrations_applied != expected_schemas:
+        raise RuntimeError(f"additive migration reached {report.schemas_migrated}/{expected_schemas} schemas")
+    log(f"additive migration on {report.schemas_migrated} schemas: {results.migrate_all_seconds:.2f} s")
+
+    started = time.perf_counter()
+    report = await migrate_all(database_url, tenant=with_extra)
+    results.noop_seconds = time.perf_counter() - started
+    if report.migrations_applied:
+        raise RuntimeError("the second migration run was expected to apply nothing")
+    log(f"no-op migrate_all: {results.noop_seconds * 1000:.0f} ms")
+
+    # The operator's command, end to end (interpreter start and imports included). Its migration set is
+    # the real one, one version behind the schemas, so it too has nothing to do.
+    started = time.perf_counter()
+    completed = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "api.cli", "migrate"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    results.noop_cli_seconds = time.perf_counter() - started
+    if completed.returncode != 0 or "migrations applied: 0" not in completed.stdout:
+        raise RuntimeError(f"`yiyang migrate` failed: {completed.stdout}{completed.stderr}")
+    log(f"no-op `yiyang migrate`: {results.noop_cli_seconds:.2f} s")
+
+
+# ---------------------------------------------------------------------------------------------------- API
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    base_url: str
+    token_secret: str
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def processes(self) -> list[psutil.Process]:
+        """The uvicorn process and, with --api-workers > 1, its worker processes."""
+        parent = psutil.Process(self.pid)
+        return [parent, *parent.children(recursive=True)]
+
+    def rss_mb(self) -> float:
+        """Resident set size of the API, summed over its processes."""
+        return sum(process.memory_info().rss for process in self.processes()) / 2**20
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for process in self.processes():
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                total += times.user + times.system
+        return total
+
+
+@contextlib.contextmanager
+def api_server(
+    database_url: str, redis_url: str, pool_size: int, workers: int = 1, extra_env: Sequence[str] = ()
+) -> Iterator[Server]:
+    """The real app, `uvicorn api.app:create_app --factory`, in a process of its own (production mode)."""
+    port = free_port()
+    secret = "bench-" + secrets.token_hex(24)
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "YIYANG_TOKEN_SECRET": secret,
+        "YIYANG_ENV": "production",
+        "YIYANG_DB_POOL_SIZE": str(pool_size),
+        **dict(item.split("=", 1) for item in extra_env),
+    }
+    log_file = tempfile.NamedTemporaryFile(prefix="yiyang-bench-api-", suffix=".log", delete=False)
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "api.app:create_app",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+        # Longer than any idle gap of a pooled client connection, as behind a load balancer: with uvicorn's
+        # default of 5 s an idle keep-alive connection can close just as httpx reuses it (a ReadError).
+        "--timeout-keep-alive",
+        "75",
+        *(["--workers", str(workers)] if workers > 1 else []),
+    ]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    server = Server(process, f"http://127.0.0.1:{port}", secret, Path(log_file.name))
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the API exited with {process.returncode}:\n{tail(server.log_path)}")
+            try:
+                if httpx.get(f"{server.base_url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the API did not become healthy within 60 s:\n{tail(server.log_path)}")
+            time.sleep(0.2)
+        log(f"API pid {process.pid} on {server.base_url} ({shlex.join(command[2:])})")
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log_file.close()
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def staff_tokens(secret: str, tenants: Sequence[Tenant]) -> dict[int, dict[str, str]]:
+    from api.dev_tokens import issue_dev_token
+    from compliance.principals import Principal, PrincipalKind, StaffRole
+
+    headers: dict[int, dict[str, str]] = {}
+    for tenant in tenants:
+        principal = Principal(
+            subject=f"bench-staff-{tenant.institution_id}",
+            kind=PrincipalKind.STAFF,
+            institution_id=tenant.institution_id,
+            roles=frozenset({StaffRole.NURSE}),
+        )
+        token = issue_dev_token(secret, principal, ttl_seconds=6 * 3600)
+        headers[tenant.institution_id] = {
+            "authorization": f"Bearer {token}",
+            "content-type": "application/json",
+        }
+    return headers
+
+
+async def drive(
+    jobs: Sequence[Tenant], concurrency: int, call: Callable[[Tenant], Awaitable[str | None]]
+) -> Run:
+    """`concurrency` closed-loop clients working through `jobs` in order; `call` returns an error or None."""
+    cursor = iter(jobs)
+    latencies: list[float] = []
+    failures: list[str] = []
+
+    async def client() -> None:
+        for tenant in cursor:
+            began = time.perf_counter()
+            try:
+                problem = await call(tenant)
+            except Exception as exc:  # a failed request is counted, reported and does not stop the run
+                problem = f"{type(exc).__name__}: {exc}"
+            latencies.append(time.perf_counter() - began)
+            if problem is not None:
+                failures.append(f"institution {tenant.institution_id}: {problem}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    wall = time.perf_counter() - started
+    return Run(latencies, wall, len(failures), failures[:3])
+
+
+def graphql_call(
+    http: httpx.AsyncClient, headers: dict[int, dict[str, str]], expected: int, check_body: bool
+) -> Callable[[Tenant], Awaitable[str | None]]:
+    body = json.dumps({"query": RESIDENTS_QUERY}).encode()
+
+    async def call(tenant: Tenant) -> str | None:
+        response = await http.post("/graphql", content=body, headers=headers[tenant.institution_id])
+        if response.status_code != 200 or b'"errors"' in response.content:
+            return f"HTTP {response.status_code}: {response.text[:300]}"
+        if check_body:
+            edges = response.json()["data"]["residents"]["edges"]
+            if len(edges) != expected:
+                return f"{len(edges)} residents instead of {expected}"
+        return None
+
+    return call
+
+
+class RawHttpClients:
+    """Keep-alive HTTP/1.1 connections driven with prebuilt request bytes: the least client CPU per request
+    Python can spend, to tell the API's share of the latency from the load generator's (httpx)."""
+
+    def __init__(self, base_url: str, count: int) -> None:
+        parts = urlsplit(base_url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.count = count
+        self.idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+
+    async def __aenter__(self) -> "RawHttpClients":
+        for _ in range(self.count):
+            self.idle.put_nowait(await asyncio.open_connection(self.host, self.port))
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        while not self.idle.empty():
+            _, writer = self.idle.get_nowait()
+            writer.close()
+
+    def call(
+        self, headers: dict[int, dict[str, str]], expected: int
+    ) -> Callable[[Tenant], Awaitable[str | None]]:
+        body = json.dumps({"query": RESIDENTS_QUERY}).encode()
+        requests = {
+            institution: (
+                f"POST /graphql HTTP/1.1\r\nhost: {self.host}:{self.port}\r\n"
+                + "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+                + f"content-length: {len(body)}\r\n\r\n"
+            ).encode()
+            + body
+            for institution, fields in headers.items()
+        }
+
+        async def call(tenant: Tenant) -> str | None:
+            reader, writer = await self.idle.get()
+            try:
+                writer.write(requests[tenant.institution_id])
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+                if length is None:
+                    raise RuntimeError("response without content-length")
+                content = await reader.readexactly(int(length.group(1)))
+            except BaseException:
+                writer.close()
+                self.idle.put_nowait(await asyncio.open_connection(self.host, self.port))
+                raise
+            self.idle.put_nowait((reader, writer))
+            if not head.startswith(b"HTTP/1.1 200") or b'"errors"' in content:
+                return f"{head[:15]!r}: {content[:300]!r}"
+            return None if content.count(b'"cursor"') == expected else "unexpected page size"
+
+        return call
+
+
+def bare_call(
+    pool: asyncpg.Pool, select_sql: str, limit: int, expected: int
+) -> Callable[[Tenant], Awaitable[str | None]]:
+    from tenants.schema_names import tenant_search_path
+
+    parameterized = "$1" in select_sql
+
+    async def call(tenant: Tenant) -> str | None:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(f"SET LOCAL search_path TO {tenant_search_path(tenant.schema_name)}")
+            rows = await (conn.fetch(select_sql, limit) if parameterized else conn.fetch(select_sql))
+        return None if len(rows) == expected else f"{len(rows)} rows instead of {expected}"
+
+    return call
+
+
+async def backend_pids(admin: asyncpg.Connection, database: str, application: str) -> list[int]:
+    rows = await admin.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = $2", database, application
+    )
+    return [row["pid"] for row in rows]
+
+
+def processes_cpu(pids: Sequence[int]) -> dict[int, float]:
+    seen: dict[int, float] = {}
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(pid).cpu_times()
+            seen[pid] = times.user + times.system
+    return seen
+
+
+def own_cpu() -> float:
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
+
+
+@contextlib.asynccontextmanager
+async def cpu_meter(
+    run_holder: list[Run], admin: asyncpg.Connection, database: str, application: str, server: Server | None
+) -> AsyncIterator[None]:
+    """CPU seconds spent during the block by the client (this process), the API process and the
+    PostgreSQL backends of the pool under test; stored into the Run the block appends to run_holder."""
+    before_pg = processes_cpu(await backend_pids(admin, database, application))
+    before_self = own_cpu()
+    before_api = server.cpu_seconds() if server else 0.0
+    yield
+    after_self = own_cpu()
+    after_api = server.cpu_seconds() if server else 0.0
+    after_pg = processes_cpu(await backend_pids(admin, database, application))
+    run = run_holder[-1]
+    run.cpu["client"] = after_self - before_self
+    if server:
+        run.cpu["api"] = after_api - before_api
+    run.cpu["postgres"] = sum(after_pg[pid] - before_pg.get(pid, 0.0) for pid in after_pg)
+
+
+def backend_memory_mb(pids: Sequence[int]) -> tuple[float, float]:
+    """(sum, max) of the unique set size of the given PostgreSQL backends, in MB."""
+    sizes = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            sizes.append(psutil.Process(pid).memory_full_info().uss / 2**20)
+    return (sum(sizes), max(sizes, default=0.0))
+
+
+# ----------------------------------------------------------------------------------------------- profile
+
+
+def find_py_spy(given: str | None) -> str | None:
+    if given:
+        return given
+    return shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+
+
+# Stages of a request, matched against py-spy frames ("function (file:line)"); a sample counts for a stage
+# when its stack passes through it, so shares are inclusive and nested stages overlap.
+PROFILE_STAGES: tuple[tuple[str, str], ...] = (
+    ("HTTP, ASGI and middleware around /graphql (uvicorn, Starlette, api/middleware)", ""),
+    ("bearer token verification (`verify_dev_token`, joserfc HS256)", r"^verify_dev_token "),
+    ("tenant look-up (`TenantDirectory.resolve`)", r"^TenantDirectory\.resolve "),
+    ("unit of work: BEGIN, SET LOCAL, COMMIT (`tenant_transaction`)", r"^tenant_transaction "),
+    ("GraphQL execution of the operation (`Schema.execute`)", r"^Schema\.execute "),
+    ("… `residents` resolver: ORM query, SQL round trip, model instances", r"^ResidentQueries\.residents "),
+    ("… … building the SQL (pypika)", r"^QueryBuilder\.get_parameterized_sql "),
+    ("… … rows to Tortoise model instances", r"^Model\._init_from_db "),
+    ("… completing the 20 edges (graphql-core + strawberry, per field)", r"^Executor\.complete_list_value "),
+    ("connection release to the pool (asyncpg reset query)", r"^PoolConnectionHolder\.release "),
+    ("JSON encoding and decoding", r"\(json/"),
+)
+_OUTSIDE_VIEW = re.compile(r"^GraphQLEndpoint\.__call__ ")
+_IN_REQUEST = re.compile(r"^RequestResponseCycle\.run_asgi ")
+
+
+def _package(frame: str) -> str:
+    found = re.search(r"\(([^:()]+):\d+\)", frame)
+    path = found.group(1) if found else frame
+    if path.startswith("asyncio/runners"):
+        return "event loop and C extensions (uvloop, asyncpg protocol, httptools)"
+    if path == "<string>":
+        return "generated code (dataclass methods, lambdas)"
+    top = path.split("/")[0]
+    return top[:-3] + " (stdlib)" if top.endswith(".py") else top
+
+
+@dataclass
+class Profile:
+    samples: int
+    stages: list[tuple[str, float]]
+    packages: list[tuple[str, float]]
+
+
+def summarize_profile(raw: Path) -> Profile:
+    """Read py-spy's collapsed stacks: the share of samples in each stage, and by package of the innermost
+    frame (where the CPU actually was)."""
+    stages: Counter[str] = Counter()
+    packages: Counter[str] = Counter()
+    total = 0
+    patterns = [(name, re.compile(pattern)) for name, pattern in PROFILE_STAGES]
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, number = line.rpartition(" ")
+        if not number.isdigit():
+            continue
+        samples = int(number)
+        total += samples
+        frames = stack.split(";")
+        packages[_package(frames[-1])] += samples
+        if any(_IN_REQUEST.search(f) for f in frames) and not any(_OUTSIDE_VIEW.search(f) for f in frames):
+            stages[PROFILE_STAGES[0][0]] += samples
+        for name, pattern in patterns[1:]:
+            if any(pattern.search(frame) for frame in frames):
+                stages[name] += samples
+    share = 1 / total if total else 0.0
+    return Profile(
+        samples=total,
+        stages=[(name, stages[name] * share) for name, _ in PROFILE_STAGES],
+        packages=[(name, count * share) for name, count in packages.most_common(10)],
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- run
+
+
+def log(message: str) -> None:
+    print(f"[bench {datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+async def run(args: argparse.Namespace) -> Results:
+    from tenants.db import asyncpg_dsn, close_database, open_database
+    from tenants.migrate import migrate_all
+
+    results = Results(args=args, started=datetime.now(UTC))
+    cpu_at_start = psutil.cpu_times()
+    rng = random.Random(args.seed)
+    async with scratch_database(args.database_url, args.keep_database) as database_url:
+        dsn = asyncpg_dsn(database_url)
+        database = urlsplit(dsn).path.lstrip("/")
+        admin = await asyncpg.connect(dsn)
+        try:
+            results.machine = await describe_machine(admin, dsn)
+            await migrate_all(database_url)  # the shared schema; no tenants yet
+
+            await open_database(database_url)
+            try:
+                tenants = await provision_all(args.institutions, results)
+                results.select_sql = await generated_select_sql(tenants[0], args.page_size + 1)
+            finally:
+                await close_database()
+            log(f"provisioned {len(tenants)} institutions in {results.provision_total:.1f} s")
+
+            await fill_residents(dsn, tenants, args.residents_per_institution, results)
+            log(f"{results.residents_total} residents in {results.fill_seconds:.1f} s")
+
+            await bench_migrations(database_url, len(tenants), results)
+
+            expected = min(args.page_size, args.residents_per_institution)
+            jobs = rng.choices(tenants, k=args.requests)
+            serial_jobs = rng.choices(tenants, k=args.serial_requests)
+            warmup_jobs = rng.sample(tenants, k=len(tenants))
+
+            with api_server(
+                database_url, args.redis_url, args.pool_size, args.api_workers, args.api_env
+            ) as server:
+                results.rss["after start"] = server.rss_mb()
+                headers = staff_tokens(server.token_secret, tenants)
+                limits = httpx.Limits(
+                    max_connections=args.concurrency, max_keepalive_connections=args.concurrency
+                )
+                async with httpx.AsyncClient(base_url=server.base_url, limits=limits, timeout=60) as http:
+                    results.warmup = await drive(
+                        warmup_jobs, args.concurrency, graphql_call(http, headers, expected, check_body=True)
+                    )
+                    results.rss["after warm-up (every institution served once)"] = server.rss_mb()
+                    log(
+                        f"warm-up: {results.warmup.count} requests in {results.warmup.wall:.1f} s, "
+                        f"{results.warmup.failures} failed; RSS {server.rss_mb():.0f} MB"
+                    )
+                    call = graphql_call(http, headers, expected, check_body=False)
+                    holder: list[Run] = []
+                    async with cpu_meter(holder, admin, database, "yiyang", server):
+                        holder.append(await drive(jobs, args.concurrency, call))
+                    results.graphql = holder[-1]
+                    results.rss[f"after the {args.requests:,}-request latency run"] = server.rss_mb()
+                    log(
+                        f"GraphQL c={args.concurrency}: p50 {results.graphql.p(50) * 1000:.1f} ms, "
+                        f"p99 {results.graphql.p(99) * 1000:.1f} ms, {results.graphql.throughput:.0f} req/s"
+                    )
+                    api_backends = await backend_pids(admin, database, "yiyang")
+                    total, biggest = backend_memory_mb(api_backends)
+                    results.backend_memory = {
+                        "connections": len(api_backends),
+                        "total": total,
+                        "max": biggest,
+                    }
+
+                    if args.serial_requests:
+                        async with cpu_meter(holder, admin, database, "yiyang", server):
+                            holder.append(await drive(serial_jobs, 1, call))
+                        results.graphql_serial = holder[-1]
+
+                    if args.raw_client_check:
+                        async with RawHttpClients(server.base_url, args.concurrency) as raw:
+                            async with cpu_meter(holder, admin, database, "yiyang", server):
+                                holder.append(
+                                    await drive(jobs, args.concurrency, raw.call(headers, expected))
+                                )
+                        results.graphql_raw = holder[-1]
+                        raw_run = results.graphql_raw
+                        log(
+                            f"GraphQL c={args.concurrency}, minimal client: p50 "
+                            f"{raw_run.p(50) * 1000:.1f} ms, p99 {raw_run.p(99) * 1000:.1f} ms"
+                        )
+
+                    py_spy = find_py_spy(args.py_spy) if args.profile else None
+                    if args.profile and py_spy is None:
+                        log("py-spy not found: no profile (give --py-spy PATH)")
+                    if py_spy and args.raw_client_check:  # the API with as little client noise as possible
+                        async with RawHttpClients(server.base_url, args.concurrency) as raw:
+                            await profile_server(
+                                py_spy, server, args, jobs, raw.call(headers, expected), results
+                            )
+                    elif py_spy:
+                        await profile_server(py_spy, server, args, jobs, call, results)
+
+                    results.rss["at the end"] = server.rss_mb()
+                    log(f"RSS: {', '.join(f'{k}: {v:.0f} MB' for k, v in results.rss.items())}")
+
+            async with asyncpg.create_pool(
+                dsn,
+                min_size=args.pool_size,
+                max_size=args.pool_size,
+                server_settings={"search_path": "shared", "application_name": "yiyang-bench-bare"},
+            ) as pool:
+                call = bare_call(pool, results.select_sql, args.page_size + 1, expected)
+                await drive(warmup_jobs, args.concurrency, call)  # the same warm-up as the API had
+                holder = []
+                async with cpu_meter(holder, admin, database, "yiyang-bench-bare", None):
+                    holder.append(await drive(jobs, args.concurrency, call))
+                results.bare = holder[-1]
+                log(
+                    f"bare asyncpg c={args.concurrency}: p50 {results.bare.p(50) * 1000:.2f} ms, "
+                    f"p99 {results.bare.p(99) * 1000:.2f} ms, {results.bare.throughput:.0f} tx/s"
+                )
+                if args.serial_requests:
+                    async with cpu_meter(holder, admin, database, "yiyang-bench-bare", None):
+                        holder.append(await drive(serial_jobs, 1, call))
+                    results.bare_serial = holder[-1]
+        finally:
+            await admin.close()
+    results.finished = datetime.now(UTC)
+    results.machine["Load during the run"] = machine_load_since(cpu_at_start)
+    return results
+
+
+async def profile_server(
+    py_spy: str,
+    server: Server,
+    args: argparse.Namespace,
+    jobs: Sequence[Tenant],
+    call: Callable[[Tenant], Awaitable[str | None]],
+    results: Results,
+) -> None:
+    """A further, untimed pass of the latency run with py-spy sampling the API process."""
+    raw = Path(args.profile)
+    duration = max(5, int((results.graphql.wall if results.graphql else 10) * 1.5) + 5)
+    recorder = await asyncio.create_subprocess_exec(
+        py_spy,
+        "record",
+        "--subprocesses",
+        "--pid",
+        str(server.pid),
+        "--rate",
+        "200",
+        "--format",
+        "raw",
+        "--duration",
+        str(duration),
+        "--output",
+        str(raw),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    await asyncio.sleep(1.0)
+    started = time.monotonic()
+    await drive(jobs, args.concurrency, call)
+    log(f"profiled pass: {time.monotonic() - started:.1f} s; waiting for py-spy ({duration} s in all)")
+    _, stderr = await recorder.communicate()
+    if recorder.returncode != 0 or not await asyncio.to_thread(raw.exists):
+        log(f"py-spy failed: {stderr.decode(errors='replace')[-500:]}")
+        return
+    results.profile = await asyncio.to_thread(summarize_profile, raw)
+
+
+# ------------------------------------------------------------------------------------------------- report
+
+
+def ms(seconds: float, digits: int = 1) -> str:
+    return f"{seconds * 1000:,.{digits}f} ms"
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def render(results: Results) -> str:
+    args = results.args
+    n = len(results.provision)
+    lines: list[str] = [SECTION_BEGIN, f"## Tenancy at {n:,} institutions", ""]
+    duration = (results.finished - results.started).total_seconds() if results.finished else 0
+    command = [
+        "yiyang",
+        "bench",
+        "tenancy",
+        "--institutions",
+        str(args.institutions),
+        "--residents-per-institution",
+        str(args.residents_per_institution),
+        "--requests",
+        str(args.requests),
+        "--concurrency",
+        str(args.concurrency),
+        *(["--api-workers", str(args.api_workers)] if args.api_workers != 1 else []),
+        *(f"--api-env={item}" for item in args.api_env),
+    ]
+    lines += [
+        f"Measured {results.started:%Y-%m-%d %H:%M} UTC with `{shlex.join(command)}` "
+        f"({duration / 60:.1f} min in all). Client, API and PostgreSQL ran on the same machine.",
+        "",
+        "| machine | |",
+        "| --- | --- |",
+        *(f"| {key} | {value} |" for key, value in results.machine.items()),
+        "",
+    ]
+
+    last = results.provision[-20:]
+    graphql, bare = results.graphql, results.bare
+    rss_peak = max(results.rss.values(), default=float("nan"))
+    rss_warm = next((v for k, v in results.rss.items() if k.startswith("after warm-up")), rss_peak)
+    lines += ["### Against the goals", "", "| measure | result | goal | |", "| --- | --- | --- | --- |"]
+    lines.append(
+        f"| provision one institution (the last 20, with {n - len(last):,} schemas already there) "
+        f"| p50 {ms(percentile(last, 50))}, max {ms(max(last))} | ≤ 1 s | "
+        f"{verdict(max(last) <= GOAL_PROVISION_S)} |"
+    )
+    lines.append(
+        f"| one additive migration on all {results.migrate_all_schemas:,} schemas (`migrate_all`) "
+        f"| {results.migrate_all_seconds:.1f} s | ≤ 30 s | "
+        f"{verdict(results.migrate_all_seconds <= GOAL_MIGRATE_ALL_S)} |"
+    )
+    lines.append(
+        f"| no-op migrate: `migrate_all` / the `yiyang migrate` command end to end "
+        f"| {ms(results.noop_seconds, 0)} / {results.noop_cli_seconds:.2f} s | ≤ 5 s | "
+        f"{verdict(max(results.noop_seconds, results.noop_cli_seconds) <= GOAL_NOOP_MIGRATE_S)} |"
+    )
+    lines.append(
+        f"| API process RSS after serving all {n:,} institutions (peak over the run)"
+        f"{'' if args.api_workers == 1 else f'; sum over uvicorn and its {args.api_workers} workers'} "
+        f"| {rss_warm:.0f} MB ({rss_peak:.0f} MB) | ≤ 400 MB | {verdict(rss_peak <= GOAL_RSS_MB)} |"
+    )
+    if graphql and bare:
+        ratio50, ratio99 = graphql.p(50) / bare.p(50), graphql.p(99) / bare.p(99)
+        lines.append(
+            f"| `residents(first: 20)` at {args.concurrency} clients: GraphQL vs bare asyncpg, p50 "
+            f"| {ms(graphql.p(50))} vs {ms(bare.p(50), 2)}: **{ratio50:.1f}×** | ≤ 3× | "
+            f"{verdict(ratio50 <= GOAL_LATENCY_RATIO)} |"
+        )
+        lines.append(
+            f"| the same, p99 | {ms(graphql.p(99))} vs {ms(bare.p(99), 2)}: **{ratio99:.1f}×** | ≤ 3× | "
+            f"{verdict(ratio99 <= GOAL_LATENCY_RATIO)} |"
+        )
+        raw = results.graphql_raw
+        if raw:
+            raw50, raw99 = raw.p(50) / bare.p(50), raw.p(99) / bare.p(99)
+            lines.append(
+                f"| the same with a minimal HTTP client instead of httpx, p50 / p99 "
+                f"| {ms(raw.p(50))} / {ms(raw.p(99))}: **{raw50:.1f}× / {raw99:.1f}×** | ≤ 3× | "
+                f"{verdict(max(raw50, raw99) <= GOAL_LATENCY_RATIO)} |"
+            )
+    lines.append("")
+
+    everything = results.provision
+    lines += [
+        "### Provisioning",
+        "",
+        f"{n:,} institutions through `provision_institution`, one after the other: "
+        f"**{results.provision_total:.1f} s** in all, "
+        f"{ms(results.provision_total / max(n, 1))} per institution.",
+        "",
+        "| provisionings | p50 | p95 | max |",
+        "| --- | --- | --- | --- |",
+        f"| the first 20 (empty registry) | {ms(percentile(everything[:20], 50))} | "
+        f"{ms(percentile(everything[:20], 95))} | {ms(max(everything[:20]))} |",
+        f"| the last 20 | {ms(percentile(last, 50))} | {ms(percentile(last, 95))} | {ms(max(last))} |",
+        f"| all {n:,} | {ms(percentile(everything, 50))} | {ms(percentile(everything, 95))} | "
+        f"{ms(max(everything))} |",
+        "",
+        f"Residents: {results.residents_total:,} ({args.residents_per_institution} per institution, one "
+        f"`INSERT … SELECT generate_series` per schema, 8 at a time) in {results.fill_seconds:.1f} s.",
+        "",
+        "### Migrations",
+        "",
+        f"- The real tenant migrations plus `ALTER TABLE resident ADD COLUMN bench_note text`, through "
+        f"`migrate_all` (8 schemas at a time, each in its own transaction with its ledger row): "
+        f"{results.migrate_all_seconds:.2f} s for {results.migrate_all_schemas:,} schemas "
+        f"({ms(results.migrate_all_seconds / max(results.migrate_all_schemas, 1))} per schema).",
+        f"- The same run again, nothing to do: {ms(results.noop_seconds)} (one ledger query). The "
+        f"`yiyang migrate` command, interpreter start included: {results.noop_cli_seconds:.2f} s.",
+        "",
+        "### API process memory",
+        "",
+        "| moment | RSS |",
+        "| --- | --- |",
+        *(f"| {moment} | {value:.0f} MB |" for moment, value in results.rss.items()),
+        "",
+    ]
+    if results.backend_memory:
+        memory = results.backend_memory
+        lines += [
+            f"The PostgreSQL side of the API's pool ({memory['connections']:.0f} connections after the "
+            f"latency run, each having touched a share of the {n:,} schemas): "
+            f"{memory['total']:.0f} MB private memory (USS) in all, "
+            f"{memory['max']:.1f} MB for the largest backend.",
+            "",
+        ]
+    if graphql and bare:
+        warmup_wall = results.warmup.wall if results.warmup else 0.0
+        lines += [
+            "### `residents(first: 20)` latency",
+            "",
+            f"{args.requests:,} requests for random institutions (the same sequence for both paths) "
+            f"after a warm-up pass that served every institution once ({warmup_wall:.1f} s at "
+            f"{args.concurrency} clients). GraphQL: `POST /graphql` through httpx with the institution's "
+            f"staff token, uvicorn (uvloop, httptools), "
+            f"{'one process' if args.api_workers == 1 else f'{args.api_workers} worker processes'}, "
+            f"a pool of {args.pool_size} connections per process. "
+            f"Bare asyncpg: a pool of {args.pool_size}, the statements the API sends per request:",
+            "",
+            "```sql",
+            "BEGIN;",
+            'SET LOCAL search_path TO "t_…", shared;',
+            f"{results.select_sql};  -- prepared, ${{1}} = {args.page_size + 1}"
+            if "$1" in results.select_sql
+            else f"{results.select_sql};",
+            "COMMIT;",
+            "-- and, as asyncpg's pool releases the connection (on both paths):",
+            "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;",
+            "```",
+            "",
+            "(Checked with `log_statement = 'all'`. On a miss of its 30 s tenant directory cache, the API "
+            "also reads the institution from `shared.institution` before the unit of work.)",
+            "",
+            "| path | clients | requests | p50 | p90 | p99 | max | throughput | CPU per request: "
+            "client / API / PostgreSQL | failed |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for name, result, clients in (
+            ("GraphQL (httpx client)", graphql, args.concurrency),
+            ("bare asyncpg", bare, args.concurrency),
+            ("GraphQL (minimal HTTP client)", results.graphql_raw, args.concurrency),
+            ("GraphQL (httpx client)", results.graphql_serial, 1),
+            ("bare asyncpg", results.bare_serial, 1),
+        ):
+            if result is None:
+                continue
+            cpu = " / ".join(
+                ms(result.cpu[side] / result.count, 2) if side in result.cpu else "–"
+                for side in ("client", "api", "postgres")
+            )
+            lines.append(
+                f"| {name} | {clients} | {result.count:,} | {ms(result.p(50), 2)} | {ms(result.p(90), 2)} | "
+                f"{ms(result.p(99), 2)} | {ms(max(result.latencies), 2)} | {result.throughput:,.0f}/s | "
+                f"{cpu} | {result.failures} |"
+            )
+        lines.append("")
+        lines += latency_reading(args, graphql, bare, results.graphql_raw)
+        runs = (
+            results.warmup,
+            graphql,
+            bare,
+            results.graphql_raw,
+            results.graphql_serial,
+            results.bare_serial,
+        )
+        failures = [s for r in runs if r for s in r.failure_samples]
+        if failures:
+            lines += ["Failures (first ones):", "", *(f"- `{s}`" for s in failures), ""]
+    if results.profile and graphql:
+        profile = results.profile
+        measured = results.graphql_raw or graphql
+        client_name = "minimal HTTP client" if results.graphql_raw else "httpx client"
+        per_request = measured.cpu.get("api", 0.0) / max(measured.count, 1)
+
+        def row(name: str, share: float) -> str:
+            return f"| {name} | {share:.0%} | {ms(share * per_request, 2)} |"
+
+        lines += [
+            "### Where the API process spends its CPU",
+            "",
+            f"py-spy, {profile.samples:,} samples at 200 Hz of the API process during a further, untimed "
+            f"pass of the latency run ({client_name}, {args.concurrency} clients). The per-request figures "
+            f"apportion the {ms(per_request, 2)} of API CPU per request measured above with that client.",
+            "",
+            "| stage of a request (inclusive; the rows marked … are parts of the row above) | share | "
+            "per request |",
+            "| --- | --- | --- |",
+            *(row(name, share) for name, share in profile.stages),
+            "",
+            "| where the CPU was (innermost frame, by package) | share | per request |",
+            "| --- | --- | --- |",
+            *(row(name, share) for name, share in profile.packages),
+            "",
+        ]
+    lines += [SECTION_END, ""]
+    return "\n".join(lines)
+
+
+def latency_reading(args: argparse.Namespace, graphql: Run, bare: Run, raw: Run | None) -> list[str]:
+    """What bounds each path: closed-loop clients wait in line for the busiest CPU (Little's law)."""
+    api_bound = raw or graphql
+    api = api_bound.cpu.get("api", 0.0) / max(api_bound.count, 1)
+    if not api:
+        return []
+    client = graphql.cpu.get("client", 0.0) / max(graphql.count, 1)
+    workers = args.api_workers
+    capacity = workers / api
+    processes = "one process serves" if workers == 1 else f"{workers} processes serve (given free cores)"
+    return [
+        f"Reading: the API spent {ms(api, 2)} of CPU per request, so {processes} at most "
+        f"{capacity:,.0f} requests/s, and {args.concurrency} clients that each wait for their answer queue "
+        f"for at least {args.concurrency} / {capacity:,.0f} per s = {ms(args.concurrency / capacity)} "
+        f"(Little's law); the measured p50{' with the minimal client' if raw else ''} was "
+        f"{ms(api_bound.p(50))}. The bare path is bound by PostgreSQL and the {os.cpu_count() or 1} core(s) "
+        f"it shares with its client instead. The httpx client spent {ms(client, 2)} of CPU per request in "
+        f"one Python thread: by itself it cannot drive more than {1 / client if client else 0:,.0f} "
+        f"requests/s, on the cores the API and PostgreSQL need, hence its slower run and longer tail.",
+        "",
+    ]
+
+
+def write_section(path: Path, section: str) -> None:
+    text = path.read_text(encoding="utf-8") if path.exists() else INTRO
+    begin, end = text.find(SECTION_BEGIN), text.find(SECTION_END)
+    if begin != -1 and end != -1:
+        text = text[:begin] + section.rstrip("\n") + text[end + len(SECTION_END) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="yiyang bench tenancy",
+        description="Provision many institution schemas in a scratch database and measure provisioning, "
+        "migrations, API memory and latency; results go into a section of docs/benchmarks.md.",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+        help="a PostgreSQL server where databases may be created (default: $DATABASE_URL, else %(default)s)",
+    )
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL)
+    parser.add_argument("--institutions", type=int, default=1500)
+    parser.add_argument("--residents-per-institution", type=int, default=20)
+    parser.add_argument("--requests", type=int, default=3000, help="requests of each latency run")
+    parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients")
+    parser.add_argument(
+        "--serial-requests", type=int, default=300, help="requests of the extra one-client runs (0: skip)"
+    )
+    parser.add_argument("--pool-size", type=int, default=20, help="the API's pool and the bare asyncpg pool")
+    parser.add_argument("--page-size", type=int, default=20, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no-raw-client-check",
+        dest="raw_client_check",
+        action="store_false",
+        help="skip the extra GraphQL run driven by a minimal HTTP client instead of httpx",
+    )
+    parser.add_argument("--api-workers", type=int, default=1, help="uvicorn worker processes of the API")
+    parser.add_argument(
+        "--api-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment of the API process, for experiments (repeatable)",
+    )
+    parser.add_argument("--seed", type=int, default=1500)
+    parser.add_argument("--output", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md")
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="also profile the API with py-spy during an extra, untimed pass; raw stacks to FILE",
+    )
+    parser.add_argument("--py-spy", metavar="PATH", help="the py-spy executable (default: from PATH)")
+    parser.add_argument("--keep-database", action="store_true", help="do not drop the scratch database")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.institutions < 1 or args.requests < 1 or args.concurrency < 1:
+        sys.exit("--institutions, --requests and --concurrency must be positive")
+    try:
+        import uvloop
+
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        results = runner.run(run(args))
+    section = render(results)
+    write_section(args.output, section)
+    log(f"wrote {args.output}")
+    print(section)
+    runs = (results.warmup, results.graphql, results.bare, results.graphql_raw)
+    failed = sum(r.failures for r in runs if r)
+    return 1 if failed else 0
+
+
+__all__ = ["main"]
