@@ -6,12 +6,13 @@ from collections import OrderedDict
 from typing import Any
 
 from cross_web import AsyncHTTPRequestAdapter
-from graphql import ExecutionResult, GraphQLError
+from graphql import GraphQLError
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.types import ExecutionResult
 
 from api.dev_tokens import verify_dev_token_expiry
 from api.errors import graphql_error_response
@@ -31,6 +32,7 @@ except ImportError:  # pragma: no cover
     from strawberry.asgi import GraphQL as ProtocolView
 
 log = logging.getLogger("yiyang.graphql")
+GRAPHQL_RESPONSE_MEDIA_TYPE = "application/graphql-response+json"
 INTERNAL_MESSAGE = "Internal error. Quote the request id when contacting support."
 
 
@@ -40,6 +42,16 @@ class _RolledBack(Exception):
     def __init__(self, result: ExecutionResult) -> None:
         super().__init__("rolled back")
         self.result = result
+
+
+def _before_execution(result: Any) -> bool:
+    """Parse, validation and variable-coercion failures: errors, no data, and no error with a path."""
+    return (
+        isinstance(result, ExecutionResult)
+        and result.data is None
+        and bool(result.errors)
+        and all(error.path is None for error in result.errors)
+    )
 
 
 def _unexpected(result: Any) -> GraphQLError | None:
@@ -78,6 +90,26 @@ class GraphQLView(ProtocolView):
         root_value: Any,
         sub_response: Response,
     ) -> Any:
+        result = await self._execute_in_unit_of_work(
+            request, request_adapter, request_data, context, root_value, sub_response
+        )
+        if GRAPHQL_RESPONSE_MEDIA_TYPE in request.headers.get("accept", ""):
+            # GraphQL over HTTP: with the new media type, a request that never reached execution
+            # (unparsable, invalid, or with variables that do not coerce) is a 400.
+            sub_response.media_type = GRAPHQL_RESPONSE_MEDIA_TYPE
+            if _before_execution(result):
+                sub_response.status_code = 400
+        return result
+
+    async def _execute_in_unit_of_work(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        request_data: GraphQLRequestData | list[GraphQLRequestData],
+        context: RequestContext,
+        root_value: Any,
+        sub_response: Response,
+    ) -> Any:
         execute = super().execute_operation
         arguments = (request, request_adapter, request_data, context, root_value, sub_response)
         if context.tenant is None:
@@ -96,11 +128,19 @@ class GraphQLView(ProtocolView):
         except _RolledBack as rolled_back:
             return rolled_back.result
 
+    def create_response(self, response_data: Any, sub_response: Response) -> Response:
+        response = super().create_response(response_data, sub_response)
+        if sub_response.media_type == GRAPHQL_RESPONSE_MEDIA_TYPE:
+            response.headers["content-type"] = f"{GRAPHQL_RESPONSE_MEDIA_TYPE}; charset=utf-8"
+        return response
+
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
         response = await super().process_result(request, result)
         if not result.errors:
             self.metrics.observe_graphql([])
             return response
+        if _before_execution(result):
+            response.pop("data", None)  # nothing was executed, so there is no data entry at all
         locale = negotiate_locale(request.headers.get("accept-language"))
         request_id = request_id_of(request.scope)
         response["errors"] = [self._format(error, locale, request_id) for error in result.errors]

@@ -220,7 +220,6 @@ async def test_server_keeps_serving_after_bad_input(client: httpx.AsyncClient, t
     assert body["data"]["residents"]["edges"]
 
 
-
 def test_verified_token_cache_never_outlives_expiry() -> None:
     from api.graphql import VerifiedTokenCache
 

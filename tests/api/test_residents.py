@@ -1,6 +1,7 @@
 """The resident slice end to end: admit, change, add family, discharge, list with filters and cursors."""
 
 import httpx
+import pytest
 
 from tests.conftest import World, gql, operator_token
 
@@ -235,3 +236,30 @@ async def test_graphiql_page_in_development(settings) -> None:
         assert page.status_code == expected
         if expected == 200:
             assert "graphiql" in page.text.lower()
+
+
+async def test_an_unexpected_failure_rolls_back_the_whole_operation(
+    client: httpx.AsyncClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import care.residents
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    token = world.token(world.institution_ids[10])
+    first = (await gql(client, "{ residents(first: 1) { edges { node { id } } } }", token=token))["data"]
+    resident_id = first["residents"]["edges"][0]["node"]["id"]
+    monkeypatch.setattr(care.residents, "update_resident", broken)
+    body = await gql(
+        client,
+        """mutation($input: AdmitResidentInput!, $id: ID!) {
+             admitResident(input: $input) { resident { id } }
+             updateResident(input: {id: $id, name: "x"}) { resident { id } }
+           }""",
+        {"input": admission(name="回滚测试", placement=None), "id": resident_id},
+        token=token,
+    )
+    assert body["data"] is None
+    assert [e["extensions"]["code"] for e in body["errors"]] == ["INTERNAL"]
+    found = await gql(client, '{ residents(filter: {nameContains: "回滚测试"}) { totalCount } }', token=token)
+    assert found["data"]["residents"]["totalCount"] == 0
