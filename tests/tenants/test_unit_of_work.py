@@ -1,0 +1,107 @@
+"""The tenant unit of work: the only way to reach tenant tables, and it leaves nothing behind."""
+
+import asyncpg
+import pytest
+from tortoise.exceptions import OperationalError
+
+from care.models import Resident
+from tenants.context import OutsideTenantScope, TenantRef, current_tenant_or_none
+from tenants.db import default_connection
+from tenants.models import Institution
+from tenants.registry import tenant_ref
+from tenants.schema_names import InvalidSchemaName, validate_schema_name
+from tenants.unit_of_work import run_in_tenant, tenant_transaction
+from tests.conftest import World
+
+
+async def tenants_of(world: World, *indexes: int) -> list[TenantRef]:
+    return [tenant_ref(await Institution.get(id=world.institution_ids[i])) for i in indexes]
+
+
+async def test_tenant_models_refuse_to_work_outside_a_unit_of_work(world: World) -> None:
+    with pytest.raises(OutsideTenantScope):
+        await Resident.all().count()
+    with pytest.raises(OutsideTenantScope):
+        await Resident(name="x").save()
+
+
+async def test_pooled_connections_cannot_see_tenant_tables_by_default(world: World) -> None:
+    with pytest.raises(OperationalError) as refused:
+        await default_connection().execute_query("SELECT count(*) FROM resident")
+    assert isinstance(refused.value.__cause__, asyncpg.exceptions.UndefinedTableError)
+
+
+async def test_search_path_does_not_leak_to_the_next_borrower(world: World) -> None:
+    (tenant,) = await tenants_of(world, 11)
+
+    async def count() -> int:
+        return await Resident.all().count()
+
+    for _ in range(30):
+        assert await run_in_tenant(tenant, count) == 6
+    client = default_connection()
+    pool = client._pool
+    held = [await pool.acquire() for _ in range(pool.get_size())]
+    try:
+        paths = {await conn.fetchval("SHOW search_path") for conn in held}
+    finally:
+        for conn in held:
+            await pool.release(conn)
+    assert paths == {"shared"}
+    assert current_tenant_or_none() is None
+
+
+async def test_a_unit_of_work_for_another_tenant_cannot_nest(world: World) -> None:
+    mine, theirs = await tenants_of(world, 11, 12)
+    async with tenant_transaction(mine):
+        with pytest.raises(OutsideTenantScope):
+            async with tenant_transaction(theirs):
+                pass
+        async with tenant_transaction(mine):  # the same tenant joins the open unit of work
+            assert await Resident.all().count() == 6
+
+
+async def test_a_failing_unit_of_work_keeps_none_of_its_writes(world: World) -> None:
+    (tenant,) = await tenants_of(world, 12)
+
+    async def rename_then_fail() -> None:
+        resident = await Resident.get(id=1)
+        resident.name = "改名后失败"
+        await resident.save()
+        raise RuntimeError("fails after the write")
+
+    with pytest.raises(RuntimeError):
+        await run_in_tenant(tenant, rename_then_fail)
+
+    async def name_of_first() -> str:
+        return (await Resident.get(id=1)).name
+
+    assert await run_in_tenant(tenant, name_of_first) == world.resident_names[tenant.institution_id][0]
+
+
+async def test_a_stale_cached_statement_is_retried_once(world: World) -> None:
+    (tenant,) = await tenants_of(world, 13)
+    attempts: list[int] = []
+
+    async def stale_once() -> int:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise asyncpg.exceptions.InvalidCachedStatementError("cached plan must not change result type")
+        return await Resident.all().count()
+
+    assert await run_in_tenant(tenant, stale_once) == 6
+    assert len(attempts) == 2
+
+    async def always_stale() -> int:
+        raise asyncpg.exceptions.InvalidCachedStatementError("cached plan must not change result type")
+
+    with pytest.raises(asyncpg.exceptions.InvalidCachedStatementError):
+        await run_in_tenant(tenant, always_stale)
+
+
+@pytest.mark.parametrize(
+    "name", ['t_x"; DROP SCHEMA shared; --', "public", "shared", "T_ABC", "t_", "t_" + "a" * 41, "t_a-b", ""]
+)
+def test_schema_names_outside_the_pattern_are_refused(name: str) -> None:
+    with pytest.raises(InvalidSchemaName):
+        validate_schema_name(name)
