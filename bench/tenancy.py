@@ -35,12 +35,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
 import psutil
 
+from api.services import scratch_database
 from api.settings import REPO_ROOT
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/test"
@@ -262,36 +263,6 @@ def machine_load_since(before: object) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- set-up
-
-
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-
-
-@contextlib.asynccontextmanager
-async def scratch_database(url: str, keep: bool) -> AsyncIterator[str]:
-    from tenants.db import asyncpg_dsn
-
-    name = f"yiyang_bench_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(asyncpg_dsn(url))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    log(f"scratch database {name}")
-    try:
-        yield with_database(url, name)
-    finally:
-        if keep:
-            log(f"kept database {name} (--keep-database)")
-        else:
-            admin = await asyncpg.connect(asyncpg_dsn(url))
-            try:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            finally:
-                await admin.close()
-            log(f"dropped database {name}")
 
 
 @dataclass(frozen=True)
@@ -799,9 +770,10 @@ async def run(args: argparse.Namespace) -> Results:
     results = Results(args=args, started=datetime.now(UTC))
     cpu_at_start = psutil.cpu_times()
     rng = random.Random(args.seed)
-    async with scratch_database(args.database_url, args.keep_database) as database_url:
+    async with scratch_database(args.database_url, "yiyang_bench", keep=args.keep_database) as database_url:
         dsn = asyncpg_dsn(database_url)
         database = urlsplit(dsn).path.lstrip("/")
+        log(f"scratch database {database}" + (" (kept: --keep-database)" if args.keep_database else ""))
         admin = await asyncpg.connect(dsn)
         try:
             results.machine = await describe_machine(admin, dsn)

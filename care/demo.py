@@ -1,12 +1,21 @@
-"""Demo data for a newcomer's first `make run`: chains, a dozen institutions in three regions, residents
-with families and history. Deterministic (seeded), realistic, and loaded once."""
+"""Demo data for a newcomer's first `make run`: two chains and a dozen institutions in three regions,
+residents with their families and five years of history. Deterministic (seeded), realistic, loaded once.
+
+Institutions are provisioned through the registry; residents and family members are bulk-inserted in one
+unit of work per institution (about 2,000 rows in under a second in all, where admitting them one by
+one would take much longer), built so that they satisfy what `care.residents` would check: names of 1 to
+100 characters, birth before admission, discharge on or after admission and never in the institution's
+future, mobile numbers of real mainland segments, one resident per bed at a time (also across history:
+a bed's earlier occupants left before the next one came).
+"""
 
 import random
-from dataclasses import dataclass
-from datetime import date, timedelta
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from faker import Faker
-from tortoise import connections
+from tortoise import Tortoise, connections
 
 from care.models import (
     CareLevel,
@@ -17,7 +26,7 @@ from care.models import (
     Resident,
     ResidentStatus,
 )
-from tenants.db import close_database, open_database
+from tenants.db import close_database, default_connection, open_database
 from tenants.models import Institution
 from tenants.registry import (
     NewInstitution,
@@ -27,6 +36,10 @@ from tenants.registry import (
     tenant_ref,
 )
 from tenants.unit_of_work import run_in_tenant
+
+DEFAULT_SEED = 20261122
+# Held while seeding, so that two runners at once cannot both find the registry empty.
+_SEED_LOCK_KEY = 0x5969_7961_6E68
 
 REGIONS = {"east": "华东区", "north": "华北区", "south": "华南区"}
 CHAINS = ("颐养康护集团", "松鹤颐年连锁")
@@ -45,23 +58,72 @@ INSTITUTIONS = (
     ("北京海淀安康老年公寓", "north", None, 60),
     ("佛山禅城乐龄之家", "south", None, 55),
 )
-CARE_LEVELS = (
-    (CareLevel.SELF_CARE, 30),
-    (CareLevel.ASSISTED, 35),
-    (CareLevel.FULL_CARE, 25),
-    (CareLevel.SPECIAL_CARE, 10),
-)
+
+HISTORY_YEARS = 5
+MIN_IN_RESIDENCE, MAX_IN_RESIDENCE = 40, 150
+MIN_AGE, MAX_AGE, MODE_AGE = 62, 100, 83
+MIN_ADMISSION_AGE = 60
+# Chance that a bed had one more earlier occupant (each earlier stay must also fit in the history).
+EARLIER_OCCUPANT = 0.35
+
+# Given names of people born 1925-1965 (Faker's zh_CN lists mix in today's names, 婷婷 or 浩宇).
+ELDER_GIVEN_MALE = (
+    "建国", "建华", "建军", "国强", "国庆", "国华", "志强", "志刚", "志明", "德明", "德华", "德福",
+    "福生", "金生", "永福", "永康", "永明", "保国", "卫国", "卫东", "振华", "振国", "文华", "文明",
+    "玉林", "长林", "长海", "海林", "春生", "桂林", "明华", "荣华", "树林", "有福", "广才", "学文",
+    "世昌", "家明", "伟", "强", "军", "明", "刚", "平", "华", "斌", "勇", "林", "成", "东", "峰",
+)  # fmt: skip
+ELDER_GIVEN_FEMALE = (
+    "秀英", "秀兰", "桂英", "玉兰", "桂兰", "秀珍", "玉梅", "玉珍", "凤英", "玉英", "兰英", "淑珍",
+    "春梅", "冬梅", "秀荣", "桂珍", "秀云", "桂荣", "秀梅", "玉华", "淑兰", "秀芳", "淑英", "桂芳",
+    "丽华", "桂香", "淑华", "秀华", "桂芝", "金凤", "桂花", "凤兰", "红梅", "素芬", "美华", "月英",
+    "翠兰", "彩霞", "淑贞", "慧珍", "芳", "英", "梅", "兰", "珍", "霞", "琴", "萍", "红",
+)  # fmt: skip
+
+# Care level by age band: (age below, weights of self care, assisted, full care, special care).
+CARE_LEVELS = (CareLevel.SELF_CARE, CareLevel.ASSISTED, CareLevel.FULL_CARE, CareLevel.SPECIAL_CARE)
+CARE_WEIGHTS_BY_AGE = ((75, (45, 35, 15, 5)), (85, (30, 37, 24, 9)), (200, (15, 33, 37, 15)))
+
+# Reasons for leaving, for residents who needed little care and for those who needed much.
 DISCHARGE_REASONS = (
-    (DischargeReason.RETURNED_HOME, 30),
-    (DischargeReason.TRANSFERRED_TO_HOSPITAL, 20),
-    (DischargeReason.DECEASED, 25),
-    (DischargeReason.MOVED_TO_OTHER_INSTITUTION, 10),
-    (DischargeReason.COST, 8),
-    (DischargeReason.DISSATISFIED, 5),
-    (DischargeReason.OTHER, 2),
+    DischargeReason.RETURNED_HOME,
+    DischargeReason.TRANSFERRED_TO_HOSPITAL,
+    DischargeReason.DECEASED,
+    DischargeReason.MOVED_TO_OTHER_INSTITUTION,
+    DischargeReason.COST,
+    DischargeReason.DISSATISFIED,
+    DischargeReason.OTHER,
 )
-CHILDREN = (Relationship.SON, Relationship.DAUGHTER, Relationship.DAUGHTER_IN_LAW, Relationship.SON_IN_LAW)
-OTHERS = (Relationship.SPOUSE, Relationship.GRANDCHILD, Relationship.SIBLING, Relationship.GUARDIAN)
+REASON_WEIGHTS_LIGHT_CARE = (35, 15, 12, 14, 12, 9, 3)
+REASON_WEIGHTS_HEAVY_CARE = (12, 28, 45, 6, 6, 2, 1)
+DISCHARGE_NOTES = {
+    DischargeReason.RETURNED_HOME: ("子女接回家中照护", "康复良好，返家居住", "家属退休后自行照顾"),
+    DischargeReason.TRANSFERRED_TO_HOSPITAL: ("病情加重转入三甲医院", "转医院康复科长期治疗"),
+    DischargeReason.DECEASED: ("安详离世，家属已办理后事", "因病医治无效去世"),
+    DischargeReason.MOVED_TO_OTHER_INSTITUTION: ("随子女迁居外地，转入当地机构", "转入离家更近的机构"),
+    DischargeReason.COST: ("费用压力较大，家属决定居家养老",),
+    DischargeReason.DISSATISFIED: ("对餐饮不满意", "家属对护理响应速度有意见"),
+    DischargeReason.OTHER: ("个人原因",),
+}
+
+# Who the family contacts are: (relationship, weight as the first contact, weight as a further one).
+RELATIONSHIPS = (
+    (Relationship.SON, 38, 22),
+    (Relationship.DAUGHTER, 38, 22),
+    (Relationship.DAUGHTER_IN_LAW, 6, 16),
+    (Relationship.SON_IN_LAW, 3, 10),
+    (Relationship.SPOUSE, 6, 8),
+    (Relationship.GRANDCHILD, 4, 14),
+    (Relationship.SIBLING, 2, 5),
+    (Relationship.GUARDIAN, 2, 1),
+    (Relationship.OTHER_RELATIVE, 1, 2),
+)
+FAMILY_SIZE_WEIGHTS = ((1, 30), (2, 45), (3, 25))
+# Mobile segments of China Mobile, Unicom, Telecom and virtual operators.
+MOBILE_PREFIXES = (
+    *range(130, 140), 145, 147, 150, 151, 152, 153, 155, 156, 157, 158, 159, 166,
+    173, 175, 176, 177, 178, *range(180, 190), 191, 193, 195, 198, 199,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -73,9 +135,20 @@ class SeedReport:
     skipped: bool
 
 
-def _weighted(rng: random.Random, choices: tuple) -> object:
-    values, weights = zip(*choices, strict=True)
-    return rng.choices(values, weights=weights)[0]
+@dataclass
+class _Stay:
+    """One resident before it becomes a row; ids are given once every stay is known."""
+
+    resident: Resident
+    surname: str
+    family: list[FamilyMember] = field(default_factory=list)
+
+
+def _years_before(day: date, years: int) -> date:
+    try:
+        return day.replace(year=day.year - years)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year - years, day=28)
 
 
 def _bed_slots(beds: int) -> list[tuple[str, str, str]]:
@@ -92,79 +165,167 @@ def _bed_slots(beds: int) -> list[tuple[str, str, str]]:
 
 
 def _mobile(rng: random.Random) -> str:
-    return f"1{rng.choice('3456789')}{rng.randrange(10**9):09d}"
+    return f"{rng.choice(MOBILE_PREFIXES)}{rng.randrange(10**8):08d}"
 
 
-_MALE_RELATIONS = {Relationship.SON, Relationship.SON_IN_LAW}
-_FEMALE_RELATIONS = {Relationship.DAUGHTER, Relationship.DAUGHTER_IN_LAW}
+def _care_level(rng: random.Random, age: int) -> CareLevel:
+    weights = next(w for below, w in CARE_WEIGHTS_BY_AGE if age < below)
+    return rng.choices(CARE_LEVELS, weights=weights)[0]
 
 
-def _relative_name(fake: Faker, relationship: Relationship, resident: Resident) -> str:
-    if relationship in _MALE_RELATIONS:
-        given = fake.first_name_male()
-    elif relationship in _FEMALE_RELATIONS:
-        given = fake.first_name_female()
-    else:
-        given = fake.first_name()
-    # Children take their father's surname.
-    if relationship in (Relationship.SON, Relationship.DAUGHTER) and resident.gender is Gender.MALE:
-        return resident.name[0] + given
-    return fake.last_name() + given
+class _People:
+    """Residents and families of one institution."""
 
+    def __init__(self, rng: random.Random, fake: Faker, today: date) -> None:
+        self.rng = rng
+        self.fake = fake
+        self.today = today
+        self.horizon = _years_before(today, HISTORY_YEARS)
 
-def _people(
-    rng: random.Random, fake: Faker, beds: int, today: date
-) -> tuple[list[Resident], list[FamilyMember]]:
-    occupied = max(40, min(150, round(beds * rng.uniform(0.7, 0.92))))
-    slots = rng.sample(_bed_slots(beds), occupied)
-    discharged = round(occupied * rng.uniform(0.12, 0.25))
-    residents: list[Resident] = []
-    family: list[FamilyMember] = []
-    for pk in range(1, occupied + discharged + 1):
+    def _elder(
+        self, age: int, admitted: date, on: date, placement: tuple[str, str, str]
+    ) -> tuple[Resident, str]:
+        """A resident `age` years old on `on`, at least MIN_ADMISSION_AGE when admitted."""
+        rng = self.rng
         gender = Gender.FEMALE if rng.random() < 0.62 else Gender.MALE
-        name = fake.name_female() if gender is Gender.FEMALE else fake.name_male()
-        age = round(rng.triangular(62, 100, 83))
-        birth = today - timedelta(days=age * 365 + rng.randrange(365))
-        admitted = today - timedelta(days=rng.randrange(5, 5 * 365))
-        placement = slots[pk - 1] if pk <= occupied else rng.choice(slots)
+        surname = self.fake.last_name()
+        given = rng.choice(ELDER_GIVEN_FEMALE if gender is Gender.FEMALE else ELDER_GIVEN_MALE)
+        birth = _years_before(on, age) - timedelta(days=rng.randrange(365))
+        birth = min(birth, _years_before(admitted, MIN_ADMISSION_AGE))
         resident = Resident(
-            id=pk,
-            name=name,
+            name=surname + given,
             gender=gender,
             birth_date=birth,
-            care_level=_weighted(rng, CARE_LEVELS),
+            care_level=_care_level(rng, age),
             admission_date=admitted,
             building=placement[0],
             room=placement[1],
             bed=placement[2],
         )
-        if pk > occupied:
-            resident.status = ResidentStatus.DISCHARGED
-            resident.discharged_on = admitted + timedelta(
-                days=rng.randrange(1, max(2, (today - admitted).days))
-            )
-            resident.discharge_reason = _weighted(rng, DISCHARGE_REASONS)
-        residents.append(resident)
-        for n in range(rng.choice((1, 1, 2, 2, 2, 3))):
-            relationship = rng.choice(CHILDREN) if n == 0 or rng.random() < 0.6 else rng.choice(OTHERS)
-            relative = _relative_name(fake, relationship, resident)
-            family.append(
+        return resident, surname
+
+    def _age(self) -> int:
+        return round(self.rng.triangular(MIN_AGE, MAX_AGE, MODE_AGE))
+
+    def current(self, placement: tuple[str, str, str]) -> _Stay:
+        rng = self.rng
+        # Most residents came in the last two years; a few have lived here since the history began.
+        longest = (self.today - self.horizon).days
+        tenure = 0
+        while not 3 <= tenure < longest:
+            tenure = int(rng.expovariate(1 / 700))
+        admitted = self.today - timedelta(days=tenure)
+        resident, surname = self._elder(self._age(), admitted, self.today, placement)
+        return _Stay(resident, surname)
+
+    def earlier(self, placement: tuple[str, str, str], before: date) -> _Stay | None:
+        """Someone who left this bed some days before `before`, or None when that is before the history."""
+        rng = self.rng
+        left = before - timedelta(days=rng.randrange(3, 90))
+        admitted = left - timedelta(days=7 + int(rng.expovariate(1 / 420)))
+        if admitted < self.horizon:
+            return None
+        resident, surname = self._elder(self._age(), admitted, left, placement)
+        heavy = resident.care_level in (CareLevel.FULL_CARE, CareLevel.SPECIAL_CARE)
+        reason = rng.choices(
+            DISCHARGE_REASONS, weights=REASON_WEIGHTS_HEAVY_CARE if heavy else REASON_WEIGHTS_LIGHT_CARE
+        )[0]
+        resident.status = ResidentStatus.DISCHARGED
+        resident.discharged_on = left
+        resident.discharge_reason = reason
+        if rng.random() < 0.6:
+            resident.discharge_note = rng.choice(DISCHARGE_NOTES[reason])
+        return _Stay(resident, surname)
+
+    def family(self, stay: _Stay) -> None:
+        rng, fake, resident = self.rng, self.fake, stay.resident
+        # Children carry the father's surname; a wife keeps her own.
+        husband_surname = stay.surname if resident.gender is Gender.MALE else fake.last_name()
+        size = rng.choices(*zip(*FAMILY_SIZE_WEIGHTS, strict=True))[0]
+        taken: set[Relationship] = set()
+        for n in range(size):
+            choices = [
+                (relationship, first if n == 0 else further)
+                for relationship, first, further in RELATIONSHIPS
+                if relationship not in taken
+            ]
+            relationship = rng.choices(*zip(*choices, strict=True))[0]
+            if relationship in (Relationship.SPOUSE, Relationship.GUARDIAN):
+                taken.add(relationship)
+            stay.family.append(
                 FamilyMember(
-                    resident_id=pk,
-                    name=relative,
+                    name=self._relative_name(stay, relationship, husband_surname),
                     relationship=relationship,
                     phone=_mobile(rng),
                     is_emergency_contact=n == 0,
                 )
             )
-    return residents, family
+
+    def _relative_name(self, stay: _Stay, relationship: Relationship, husband_surname: str) -> str:
+        rng, fake = self.rng, self.fake
+        if relationship is Relationship.SPOUSE:
+            if stay.resident.gender is Gender.FEMALE:
+                return husband_surname + rng.choice(ELDER_GIVEN_MALE)
+            return fake.last_name() + rng.choice(ELDER_GIVEN_FEMALE)
+        if relationship is Relationship.SIBLING:
+            return stay.surname + rng.choice(ELDER_GIVEN_MALE if rng.random() < 0.5 else ELDER_GIVEN_FEMALE)
+        if relationship in (Relationship.SON, Relationship.SON_IN_LAW):
+            male = True
+        elif relationship in (Relationship.DAUGHTER, Relationship.DAUGHTER_IN_LAW):
+            male = False
+        else:
+            male = rng.random() < 0.5
+        if relationship in (Relationship.SON, Relationship.DAUGHTER, Relationship.GRANDCHILD):
+            surname = husband_surname
+        else:
+            surname = fake.last_name()
+        return surname + (fake.first_name_male() if male else fake.first_name_female())
+
+    def institution(self, beds: int) -> list[_Stay]:
+        """Everyone who lives or lived here, in order of admission."""
+        rng = self.rng
+        slots = _bed_slots(beds)
+        occupancy = rng.uniform(0.7, 0.92)
+        in_residence = max(MIN_IN_RESIDENCE, min(MAX_IN_RESIDENCE, round(beds * occupancy)))
+        occupied = set(rng.sample(range(beds), in_residence))
+        stays: list[_Stay] = []
+        for index, slot in enumerate(slots):
+            before = self.today
+            if index in occupied:
+                stays.append(self.current(slot))
+                before = stays[-1].resident.admission_date
+            while rng.random() < EARLIER_OCCUPANT and (stay := self.earlier(slot, before)) is not None:
+                stays.append(stay)
+                before = stay.resident.admission_date
+        stays.sort(key=lambda s: (s.resident.admission_date, s.resident.building, s.resident.room))
+        for stay in stays:
+            self.family(stay)
+        return stays
 
 
-async def _load(rng: random.Random, fake: Faker) -> SeedReport:
+async def _fill(stays: list[_Stay]) -> None:
+    residents, family = [], []
+    for pk, stay in enumerate(stays, start=1):
+        stay.resident.id = pk
+        residents.append(stay.resident)
+        for member in stay.family:
+            member.resident_id = pk
+            family.append(member)
+    await Resident.bulk_create(residents, batch_size=500)
+    await FamilyMember.bulk_create(family, batch_size=500)
+    # The rows came with explicit ids: move the identity past them for the next admission.
+    await connections.get("default").execute_script(
+        "SELECT setval(pg_get_serial_sequence('resident', 'id'), (SELECT max(id) FROM resident));"
+    )
+
+
+async def _load(seed: int) -> SeedReport:
+    rng = random.Random(seed)
+    fake = Faker("zh_CN")
+    fake.seed_instance(seed)
     for code, name in REGIONS.items():
         await get_or_create_region(code, name)
     chains = [await get_or_create_chain(name) for name in CHAINS]
-    today = date.today()
     resident_count = family_count = 0
     for name, region, chain_index, beds in INSTITUTIONS:
         institution = await provision_institution(
@@ -175,30 +336,35 @@ async def _load(rng: random.Random, fake: Faker) -> SeedReport:
                 bed_capacity=beds,
             )
         )
-        residents, family = _people(rng, fake, beds, today)
-
-        async def fill(residents: list[Resident] = residents, family: list[FamilyMember] = family) -> None:
-            await Resident.bulk_create(residents, batch_size=500)
-            await FamilyMember.bulk_create(family, batch_size=500)
-            # Rows came with explicit ids: move the identity past them for the next admission.
-            await connections.get("default").execute_script(
-                "SELECT setval(pg_get_serial_sequence('resident', 'id'), (SELECT max(id) FROM resident));"
-            )
-
-        await run_in_tenant(tenant_ref(institution), fill)
-        resident_count += len(residents)
-        family_count += len(family)
+        today = datetime.now(ZoneInfo(institution.time_zone)).date()
+        stays = _People(rng, fake, today).institution(beds)
+        await run_in_tenant(tenant_ref(institution), lambda stays=stays: _fill(stays))
+        resident_count += len(stays)
+        family_count += sum(len(stay.family) for stay in stays)
     return SeedReport(len(chains), len(INSTITUTIONS), resident_count, family_count, skipped=False)
 
 
-async def seed_demo_data(database_url: str, *, seed: int = 20261122) -> SeedReport:
-    """Load the demo data into an empty registry; with any institution present, do nothing."""
+async def _seed_once(seed: int) -> SeedReport:
+    async with default_connection().acquire_connection() as lock:
+        await lock.execute("SELECT pg_advisory_lock($1)", _SEED_LOCK_KEY)
+        try:
+            if await Institution.exists():
+                return SeedReport(0, 0, 0, 0, skipped=True)
+            return await _load(seed)
+        finally:
+            await lock.execute("SELECT pg_advisory_unlock($1)", _SEED_LOCK_KEY)
+
+
+async def seed_demo_data(database_url: str, *, seed: int = DEFAULT_SEED) -> SeedReport:
+    """Load the demo data into an empty registry; with any institution present, change nothing.
+
+    The shared and tenant migrations must have run. Uses the ORM if it is already open (then
+    `database_url` is not used), otherwise opens it on `database_url` and closes it afterwards.
+    """
+    if Tortoise._inited:
+        return await _seed_once(seed)
     await open_database(database_url)
     try:
-        if await Institution.exists():
-            return SeedReport(0, 0, 0, 0, skipped=True)
-        fake = Faker("zh_CN")
-        fake.seed_instance(seed)
-        return await _load(random.Random(seed), fake)
+        return await _seed_once(seed)
     finally:
         await close_database()

@@ -2,7 +2,6 @@
 a scratch database per test run, the app, and a populated multi-tenant world."""
 
 import os
-import secrets
 import socket
 import subprocess
 import sys
@@ -12,15 +11,14 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
 from api.app import create_app
 from api.dev_tokens import issue_dev_token
+from api.services import BackingServices, scratch_database
 from api.settings import REPO_ROOT, Settings
 from compliance.principals import Principal, PrincipalKind, StaffRole
-from tenants.db import asyncpg_dsn
 
 TOKEN_SECRET = "test-token-secret-" + "x" * 32
 WORLD_INSTITUTIONS = 20
@@ -39,7 +37,6 @@ def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
     if os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL"):
         yield Endpoints(os.environ["DATABASE_URL"], os.environ["REDIS_URL"], embedded=False)
         return
-    from api.services import BackingServices
 
     services = BackingServices(tmp_path_factory.mktemp("services"), environ={})
     started = services.start()
@@ -49,26 +46,11 @@ def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
         services.stop()
 
 
-def _with_database(url: str, name: str) -> str:
-    base, _, _ = asyncpg_dsn(url).rpartition("/")
-    return f"{base}/{name}"
-
-
 @pytest.fixture(scope="session")
 async def database_url(endpoints: Endpoints) -> AsyncIterator[str]:
     """A database of its own for this test run, dropped afterwards."""
-    name = f"yiyang_test_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(asyncpg_dsn(endpoints.database_url))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield _with_database(endpoints.database_url, name)
-    admin = await asyncpg.connect(asyncpg_dsn(endpoints.database_url))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with scratch_database(endpoints.database_url, "yiyang_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

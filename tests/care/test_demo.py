@@ -1,91 +1,204 @@
-"""`yiyang seed` on a fresh database: the demo world a newcomer sees, loaded once."""
+"""`yiyang seed` on a fresh database: the demo world a newcomer sees, loaded once.
+
+The ORM is one per process and the session's `app` fixture holds it open on the test database, so every
+seeding here runs in a subprocess, on a database of its own, and is checked with asyncpg.
+"""
 
 import asyncio
+import contextlib
 import os
-import secrets
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
 
+from api.services import scratch_database
 from api.settings import REPO_ROOT
-from tenants.db import asyncpg_dsn
 from tenants.migrate import migrate_all
 from tests.conftest import Endpoints
 
+MOBILE = r"^1[3-9][0-9]{9}$"
+
 
 @pytest.fixture
-async def empty_database(endpoints: Endpoints) -> AsyncIterator[str]:
-    name = f"yiyang_demo_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(asyncpg_dsn(endpoints.database_url))
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = asyncpg_dsn(endpoints.database_url).rpartition("/")[0] + f"/{name}"
-    try:
-        await migrate_all(url)
-        yield url
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+async def empty_database(endpoints: Endpoints) -> AsyncIterator[Callable[[], Awaitable[str]]]:
+    """Makes migrated databases without institutions; drops them afterwards."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def make() -> str:
+            url = await stack.enter_async_context(scratch_database(endpoints.database_url, "yiyang_demo"))
+            await migrate_all(url)
+            return url
+
+        yield make
 
 
-def _seed(database_url: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": database_url}
+def _python(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "api.cli", "seed"],
+        [sys.executable, *args],
         cwd=REPO_ROOT,
-        env=env,
+        env={**os.environ, "DATABASE_URL": database_url},
         capture_output=True,
         text=True,
         timeout=300,
     )
 
 
-async def test_seed_builds_a_living_world_once(empty_database: str) -> None:
-    first = await asyncio.to_thread(_seed, empty_database)
-    assert first.returncode == 0, first.stderr
-    conn = await asyncpg.connect(empty_database)
+async def _seed(database_url: str) -> subprocess.CompletedProcess[str]:
+    done = await asyncio.to_thread(_python, database_url, "-m", "api.cli", "seed")
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+# Seeds with the ORM already open (as a test or a server would), passing a URL it must not use.
+SEED_WITH_OPEN_ORM = textwrap.dedent(
+    """
+    import asyncio, os
+    from tortoise import Tortoise
+    from care.demo import seed_demo_data
+    from tenants.db import close_database, open_database
+    from tenants.models import Institution
+
+    async def main():
+        await open_database(os.environ["DATABASE_URL"])
+        try:
+            report = await seed_demo_data("postgres://nobody@invalid.invalid:1/none")
+            assert Tortoise._inited, "seed_demo_data closed the caller's ORM"
+            print(report.institutions, report.residents, report.skipped, await Institution.all().count())
+        finally:
+            await close_database()
+
+    asyncio.run(main())
+    """
+)
+
+
+async def _fingerprint(conn: asyncpg.Connection) -> list[tuple]:
+    """Everything the seed chose except dates (those follow today's date)."""
+    rows = []
+    for institution in await conn.fetch(
+        "SELECT name, schema_name, bed_capacity FROM shared.institution ORDER BY id"
+    ):
+        schema = institution["schema_name"]
+        residents = await conn.fetchval(
+            f"""SELECT md5(string_agg(concat_ws('|', id, name, gender, care_level, building, room, bed,
+                                                status, discharge_reason, discharge_note), ',' ORDER BY id))
+                FROM "{schema}".resident"""
+        )
+        family = await conn.fetchval(
+            f"""SELECT md5(string_agg(concat_ws('|', resident_id, name, relationship, phone,
+                                                is_emergency_contact), ',' ORDER BY id))
+                FROM "{schema}".family_member"""
+        )
+        rows.append((institution["name"], institution["bed_capacity"], residents, family))
+    return rows
+
+
+async def _check_institution(conn: asyncpg.Connection, schema: str) -> int:
+    """Checks one institution's residents and families; returns how many live there."""
+    counts = dict(await conn.fetch(f'SELECT status, count(*) FROM "{schema}".resident GROUP BY status'))
+    assert 40 <= counts.get("in_residence", 0) <= 150, counts
+    assert counts.get("discharged", 0) > 0, counts
+
+    # Ages of the residents today, and at admission.
+    ages = await conn.fetchrow(
+        f"""SELECT min(date_part('year', age(birth_date))) AS youngest,
+                   max(date_part('year', age(birth_date))) AS oldest,
+                   min(date_part('year', age(admission_date, birth_date))) AS youngest_admitted,
+                   min(admission_date) AS first_admission
+            FROM "{schema}".resident WHERE status = 'in_residence'"""
+    )
+    assert 60 <= ages["youngest"] and ages["oldest"] <= 100, dict(ages)
+    assert ages["youngest_admitted"] >= 60, dict(ages)
+    assert (await conn.fetchval("SELECT current_date") - ages["first_admission"]).days <= 5 * 366
+    levels = await conn.fetchval(f'SELECT count(DISTINCT care_level) FROM "{schema}".resident')
+    assert levels == 4
+
+    discharges = await conn.fetchrow(
+        f"""SELECT bool_and(discharge_reason IS NOT NULL) AS with_reason,
+                   bool_and(discharged_on >= admission_date) AS after_admission,
+                   max(discharged_on) AS last
+            FROM "{schema}".resident WHERE status = 'discharged'"""
+    )
+    assert discharges["with_reason"] and discharges["after_admission"], dict(discharges)
+    assert discharges["last"] <= await conn.fetchval("SELECT (now() AT TIME ZONE 'Asia/Shanghai')::date")
+
+    shared_beds = await conn.fetchval(
+        f"""SELECT count(*) FROM (SELECT building, room, bed FROM "{schema}".resident
+            WHERE status = 'in_residence' GROUP BY 1, 2, 3 HAVING count(*) > 1) AS doubled"""
+    )
+    assert shared_beds == 0
+    # Nor did two stays in one bed overlap in the past.
+    overlapping = await conn.fetchval(
+        f"""SELECT count(*) FROM "{schema}".resident a JOIN "{schema}".resident b
+              ON (a.building, a.room, a.bed) = (b.building, b.room, b.bed) AND a.id < b.id
+            WHERE daterange(a.admission_date, coalesce(a.discharged_on, 'infinity'))
+               && daterange(b.admission_date, coalesce(b.discharged_on, 'infinity'))"""
+    )
+    assert overlapping == 0
+
+    families = await conn.fetchrow(
+        f"""SELECT min(n) AS fewest, max(n) AS most, bool_and(emergency = 1) AS one_emergency_contact
+            FROM (SELECT r.id, count(f.id) AS n,
+                         count(f.id) FILTER (WHERE f.is_emergency_contact) AS emergency
+                  FROM "{schema}".resident r LEFT JOIN "{schema}".family_member f ON f.resident_id = r.id
+                  GROUP BY r.id) AS per_resident"""
+    )
+    assert families["fewest"] >= 1 and families["most"] <= 3, dict(families)
+    assert families["one_emergency_contact"]
+    phones_ok = await conn.fetchval(f'SELECT bool_and(phone ~ $1) FROM "{schema}".family_member', MOBILE)
+    assert phones_ok
+
+    # Rows came with explicit ids: the next admission must still get a fresh one.
+    next_id = await conn.fetchval(f"SELECT nextval(pg_get_serial_sequence('\"{schema}\".resident', 'id'))")
+    assert next_id > await conn.fetchval(f'SELECT max(id) FROM "{schema}".resident')
+    return counts["in_residence"]
+
+
+async def test_seed_builds_a_living_world_once(empty_database: Callable[[], Awaitable[str]]) -> None:
+    url = await empty_database()
+    first = await _seed(url)
+    assert "demo data:" in first.stdout
+    conn = await asyncpg.connect(url)
     try:
         assert await conn.fetchval("SELECT count(*) FROM shared.chain") >= 2
         assert await conn.fetchval("SELECT count(DISTINCT region_id) FROM shared.institution") == 3
         institutions = await conn.fetch("SELECT schema_name, chain_id FROM shared.institution")
         assert len(institutions) >= 12
         assert any(row["chain_id"] is None for row in institutions)
-        total = 0
-        for row in institutions:
-            schema = row["schema_name"]
-            in_residence = await conn.fetchval(
-                f"SELECT count(*) FROM \"{schema}\".resident WHERE status = 'in_residence'"
-            )
-            assert 40 <= in_residence <= 150
-            assert (
-                await conn.fetchval(f"SELECT count(*) FROM \"{schema}\".resident WHERE status = 'discharged'")
-                > 0
-            )
-            shared_beds = await conn.fetchval(
-                f"""SELECT count(*) FROM (SELECT building, room, bed FROM "{schema}".resident
-                    WHERE status = 'in_residence' GROUP BY 1, 2, 3 HAVING count(*) > 1) AS doubled"""
-            )
-            assert shared_beds == 0
-            without_family = await conn.fetchval(
-                f"""SELECT count(*) FROM "{schema}".resident r WHERE NOT EXISTS
-                    (SELECT 1 FROM "{schema}".family_member f WHERE f.resident_id = r.id)"""
-            )
-            assert without_family == 0
-            phones_ok = await conn.fetchval(
-                f"SELECT bool_and(phone ~ '^1[3-9][0-9]{{9}}$') FROM \"{schema}\".family_member"
-            )
-            assert phones_ok
-            total += in_residence
-        # The next admission after the bulk load gets a fresh id.
-        next_id = await conn.fetchval(
-            f"SELECT nextval(pg_get_serial_sequence('\"{schema}\".resident', 'id'))"
-        )
-        assert next_id > await conn.fetchval(f'SELECT max(id) FROM "{schema}".resident')
+        assert len({row["chain_id"] for row in institutions if row["chain_id"] is not None}) >= 2
+        living = [await _check_institution(conn, row["schema_name"]) for row in institutions]
+        assert len(set(living)) > 3, "the number of residents should vary with the institution"
 
-        second = await asyncio.to_thread(_seed, empty_database)
-        assert second.returncode == 0, second.stderr
-        assert await conn.fetchval("SELECT count(*) FROM shared.institution") == len(institutions)
+        before = await _fingerprint(conn)
+        second = await _seed(url)
+        assert "not loaded" in second.stdout
+        assert await _fingerprint(conn) == before
     finally:
         await conn.close()
+
+
+async def test_seed_uses_an_open_orm_and_is_deterministic(
+    empty_database: Callable[[], Awaitable[str]],
+) -> None:
+    first_url, second_url = await empty_database(), await empty_database()
+    await _seed(first_url)
+    loaded = await asyncio.to_thread(_python, second_url, "-c", SEED_WITH_OPEN_ORM)
+    assert loaded.returncode == 0, loaded.stderr
+    institutions, residents, skipped, registered = loaded.stdout.split()
+    assert (institutions, skipped, registered) == ("12", "False", "12")
+    assert int(residents) > 12 * 40
+
+    again = await asyncio.to_thread(_python, second_url, "-c", SEED_WITH_OPEN_ORM)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.split()[2:] == ["True", "12"]
+
+    first, second = await asyncpg.connect(first_url), await asyncpg.connect(second_url)
+    try:
+        assert await _fingerprint(first) == await _fingerprint(second)
+    finally:
+        await first.close()
+        await second.close()

@@ -2,13 +2,12 @@
 failure in one schema, and never interleaved between two runners."""
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
-from tenants.db import asyncpg_dsn
+from api.services import scratch_database
 from tenants.migrate import (
     MigrationFailed,
     MigrationSet,
@@ -32,11 +31,7 @@ def tenant_set(*files: tuple[str, str]) -> MigrationSet:
 @pytest.fixture(scope="module")
 async def many_schemas(endpoints: Endpoints) -> AsyncIterator[tuple[str, list[str]]]:
     """A database of its own with SCHEMAS tenant schemas at version 1."""
-    name = f"yiyang_migrations_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(asyncpg_dsn(endpoints.database_url))
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = asyncpg_dsn(endpoints.database_url).rpartition("/")[0] + f"/{name}"
-    try:
+    async with scratch_database(endpoints.database_url, "yiyang_migrations") as url:
         await migrate_all(url, tenant=tenant_set(V1))
         conn = await asyncpg.connect(url)
         names = [f"t_mig{n:04d}" for n in range(SCHEMAS)]
@@ -55,9 +50,6 @@ async def many_schemas(endpoints: Endpoints) -> AsyncIterator[tuple[str, list[st
         finally:
             await conn.close()
         yield url, names
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def versions(url: str) -> dict[str, int]:
