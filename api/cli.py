@@ -33,6 +33,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return run_product(host=args.host, port=args.port, data_dir=Path(args.data_dir))
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from api.serve import serve
+
+    return serve(args.host, args.port, args.workers)
+
+
 def _cmd_worker(args: argparse.Namespace) -> int:
     from arq.worker import run_worker
 
@@ -149,6 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, default=8000)
     run.add_argument("--data-dir", default=str(REPO_ROOT / "var"))
     run.set_defaults(handler=_cmd_run)
+
+    from api.serve import default_workers
+
+    serve = commands.add_parser("serve", help="serve the API (DATABASE_URL and REDIS_URL name the servers)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--workers", type=int, default=default_workers(), help="API processes (default: usable cores)"
+    )
+    serve.set_defaults(handler=_cmd_serve)
 
     commands.add_parser("worker", help="run an arq worker").set_defaults(handler=_cmd_worker)
 

@@ -184,18 +184,7 @@ def run_product(host: str = "127.0.0.1", port: int = 8000, data_dir: Path = DEFA
 
         children.append(
             _spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "api.app:create_app",
-                    "--factory",
-                    "--host",
-                    host,
-                    "--port",
-                    str(port),
-                    "--no-access-log",
-                ],
+                [sys.executable, "-m", "api.cli", "serve", "--host", host, "--port", str(port)],
                 env,
             )
         )

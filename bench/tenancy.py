@@ -302,20 +302,14 @@ async def provision_all(count: int, results: Results) -> list[Tenant]:
     return tenants
 
 
-async def generated_select_sql(tenant: Tenant, limit: int) -> str:
-    """The SELECT that care.residents.list_residents sends for `residents(first: 20)`, as Tortoise
-    renders it (asyncpg then prepares it; the page size is a bind parameter or a literal as Tortoise
-    chooses)."""
-    from tortoise.expressions import Q
+def page_select_sql(limit: int) -> str:
+    """The SELECT that care.residents.list_residents sends for `residents(first: 20)`; asyncpg prepares it
+    with the page size as its one parameter."""
+    from care.residents import ResidentFilter, resident_page_sql
 
-    from care.models import Resident
-    from tenants.context import TenantRef
-    from tenants.unit_of_work import run_in_tenant
-
-    async def render() -> str:
-        return Resident.filter(Q()).order_by("id").limit(limit).sql()
-
-    return await run_in_tenant(TenantRef(tenant.institution_id, tenant.schema_name), render)
+    sql, parameters = resident_page_sql(ResidentFilter(), after_id=None, limit=limit)
+    assert parameters == [limit]
+    return sql
 
 
 async def fill_residents(dsn: str, tenants: Sequence[Tenant], per_institution: int, results: Results) -> None:
@@ -411,7 +405,7 @@ class Server:
         return self.process.pid
 
     def processes(self) -> list[psutil.Process]:
-        """The uvicorn process and, with --api-workers > 1, its worker processes."""
+        """`yiyang serve` and its API processes."""
         parent = psutil.Process(self.pid)
         return [parent, *parent.children(recursive=True)]
 
@@ -432,7 +426,7 @@ class Server:
 def api_server(
     database_url: str, redis_url: str, pool_size: int, workers: int = 1, extra_env: Sequence[str] = ()
 ) -> Iterator[Server]:
-    """The real app, `uvicorn api.app:create_app --factory`, in a process of its own (production mode)."""
+    """The real app as `yiyang serve` runs it, in processes of its own (production mode)."""
     port = free_port()
     secret = "bench-" + secrets.token_hex(24)
     env = {
@@ -442,28 +436,12 @@ def api_server(
         "YIYANG_TOKEN_SECRET": secret,
         "YIYANG_ENV": "production",
         "YIYANG_DB_POOL_SIZE": str(pool_size),
+        "YIYANG_LOG_LEVEL": "warning",
         **dict(item.split("=", 1) for item in extra_env),
     }
     log_file = tempfile.NamedTemporaryFile(prefix="yiyang-bench-api-", suffix=".log", delete=False)
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "api.app:create_app",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        "--no-access-log",
-        # Longer than any idle gap of a pooled client connection, as behind a load balancer: with uvicorn's
-        # default of 5 s an idle keep-alive connection can close just as httpx reuses it (a ReadError).
-        "--timeout-keep-alive",
-        "75",
-        *(["--workers", str(workers)] if workers > 1 else []),
-    ]
+    # What `yiyang run` runs: one uvicorn process per worker, each on a SO_REUSEPORT socket (api/serve.py).
+    command = [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", str(workers)]
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     server = Server(process, f"http://127.0.0.1:{port}", secret, Path(log_file.name))
     try:
@@ -782,7 +760,7 @@ async def run(args: argparse.Namespace) -> Results:
             await open_database(database_url)
             try:
                 tenants = await provision_all(args.institutions, results)
-                results.select_sql = await generated_select_sql(tenants[0], args.page_size + 1)
+                results.select_sql = page_select_sql(args.page_size + 1)
             finally:
                 await close_database()
             log(f"provisioned {len(tenants)} institutions in {results.provision_total:.1f} s")
@@ -1217,7 +1195,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="skip the extra GraphQL run driven by a minimal HTTP client instead of httpx",
     )
-    parser.add_argument("--api-workers", type=int, default=1, help="uvicorn worker processes of the API")
+    parser.add_argument("--api-workers", type=int, default=2, help="API processes (`yiyang serve --workers`)")
     parser.add_argument(
         "--api-env",
         action="append",

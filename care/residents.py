@@ -5,7 +5,7 @@ Every function runs inside the caller's tenant unit of work (`tenants.unit_of_wo
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
@@ -252,12 +252,87 @@ def _filtered(criteria: ResidentFilter) -> Q:
     return conditions
 
 
-async def list_residents(criteria: ResidentFilter, *, after_id: int | None, limit: int) -> list[Resident]:
-    """Residents in id order after the keyset cursor `after_id`, at most `limit` of them."""
-    query = Resident.filter(_filtered(criteria))
+@dataclass(frozen=True, slots=True)
+class ResidentSummary:
+    """A resident as a list shows one: read straight from the rows, without building ORM models."""
+
+    id: int
+    name: str
+    gender: Gender
+    birth_date: date
+    building: str | None
+    room: str | None
+    bed: str | None
+    care_level: CareLevel
+    admission_date: date
+    status: ResidentStatus
+    discharged_on: date | None
+    discharge_reason: DischargeReason | None
+
+
+_SUMMARY_COLUMNS = ", ".join(field.name for field in fields(ResidentSummary))
+
+
+def _like_pattern(fragment: str) -> str:
+    escaped = fragment.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def resident_page_sql(
+    criteria: ResidentFilter, *, after_id: int | None, limit: int
+) -> tuple[str, list[object]]:
+    """The SELECT of one page of residents in id order after the keyset cursor, and its parameters.
+
+    A page of residents is the most frequent read of the API. Written out here rather than through the ORM,
+    it costs a third of the CPU: no query building, no model instances (docs/benchmarks.md).
+    """
+    conditions: list[str] = []
+    parameters: list[object] = []
+
+    def bind(value: object) -> str:
+        parameters.append(value)
+        return f"${len(parameters)}"
+
+    if criteria.status is not None:
+        conditions.append(f"status = {bind(criteria.status.value)}")
+    if criteria.care_level is not None:
+        conditions.append(f"care_level = {bind(criteria.care_level.value)}")
+    if criteria.building is not None:
+        conditions.append(f"building = {bind(criteria.building)}")
+    if criteria.name_contains and criteria.name_contains.strip():
+        conditions.append(f"name ILIKE {bind(_like_pattern(criteria.name_contains.strip()))}")
     if after_id is not None:
-        query = query.filter(id__gt=after_id)
-    return await query.order_by("id").limit(limit)
+        conditions.append(f"id > {bind(after_id)}")
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    return f"SELECT {_SUMMARY_COLUMNS} FROM resident{where} ORDER BY id LIMIT {bind(limit)}", parameters
+
+
+async def list_residents(
+    criteria: ResidentFilter, *, after_id: int | None, limit: int
+) -> list[ResidentSummary]:
+    """Residents in id order after the keyset cursor `after_id`, at most `limit` of them."""
+    sql, parameters = resident_page_sql(criteria, after_id=after_id, limit=limit)
+    # The model's connection: the unit of work's transaction, and its guard against use outside one.
+    _, rows = await Resident._choose_db().execute_query(sql, parameters)
+    return [
+        ResidentSummary(
+            id=row["id"],
+            name=row["name"],
+            gender=Gender(row["gender"]),
+            birth_date=row["birth_date"],
+            building=row["building"],
+            room=row["room"],
+            bed=row["bed"],
+            care_level=CareLevel(row["care_level"]),
+            admission_date=row["admission_date"],
+            status=ResidentStatus(row["status"]),
+            discharged_on=row["discharged_on"],
+            discharge_reason=None
+            if row["discharge_reason"] is None
+            else DischargeReason(row["discharge_reason"]),
+        )
+        for row in rows
+    ]
 
 
 async def count_residents(criteria: ResidentFilter) -> int:

@@ -69,7 +69,7 @@ class ResidentType:
     institution_id: strawberry.Private[int]
 
     @classmethod
-    def from_model(cls, row: Resident, institution_id: int) -> "ResidentType":
+    def from_model(cls, row: Resident | care.ResidentSummary, institution_id: int) -> "ResidentType":
         return cls(
             id=strawberry.ID(encode_id("Resident", institution_id, row.id)),
             name=row.name,

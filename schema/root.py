@@ -9,6 +9,7 @@ from strawberry.extensions.max_aliases import create_validator as alias_limit_ru
 from strawberry.extensions.query_depth_limiter import create_validator as depth_limit_rule
 from strawberry.types import ExecutionContext
 
+from schema.execution import YiyangExecutionContext
 from schema.institutions import InstitutionMutations, InstitutionQueries
 from schema.residents import ResidentMutations, ResidentQueries
 from tenants.errors import DomainError
@@ -54,6 +55,7 @@ def build_schema() -> strawberry.Schema:
     return YiyangSchema(
         query=Query,
         mutation=Mutation,
+        execution_context_class=YiyangExecutionContext,
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
             lambda: AddValidationRules(LIMIT_RULES),

@@ -168,11 +168,12 @@ def _free_port() -> int:
 class LiveServer:
     base_url: str
     staff_token: str
+    pid: int  # `yiyang serve`; its children are the API processes
 
 
 @pytest.fixture(scope="session")
 def live_server(settings: Settings, world: World) -> Iterator[LiveServer]:
-    """The real app in a uvicorn process of its own."""
+    """The real app as `yiyang run` serves it: `yiyang serve` with two API processes."""
     port = _free_port()
     env = {
         **os.environ,
@@ -180,21 +181,10 @@ def live_server(settings: Settings, world: World) -> Iterator[LiveServer]:
         "REDIS_URL": settings.redis_url,
         "YIYANG_TOKEN_SECRET": TOKEN_SECRET,
         "YIYANG_ENV": "test",
+        "YIYANG_LOG_LEVEL": "warning",
     }
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "api.app:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
+        [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", "2"],
         cwd=REPO_ROOT,
         env=env,
     )
@@ -209,7 +199,7 @@ def live_server(settings: Settings, world: World) -> Iterator[LiveServer]:
                 time.sleep(0.2)
         else:
             raise RuntimeError("the API server did not become healthy within 30 s")
-        yield LiveServer(base_url=base_url, staff_token=staff_token(world.institution_ids[0]))
+        yield LiveServer(base_url, staff_token(world.institution_ids[0]), process.pid)
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -76,7 +76,7 @@ def test_run_serves_the_demo_and_ctrl_c_stops_everything(tmp_path: Path) -> None
         assert httpx.get(f"{base}/", timeout=5).status_code == 200
         started = _descendants_and_servers(product.pid, tmp_path)
         commands = " ".join(" ".join(p.cmdline()) for p in started)
-        for part in ("uvicorn", "api.cli worker", "postgres", "valkey-server"):
+        for part in ("api.cli serve", "api.serve", "api.cli worker", "postgres", "valkey-server"):
             assert part in commands, f"{part} is not running: {commands}"
     finally:
         product.send_signal(signal.SIGINT)

@@ -167,6 +167,20 @@ async def test_filters_and_cursor_pagination(client: httpx.AsyncClient, world: W
     assert [e["node"]["name"] for e in filtered["data"]["residents"]["edges"]] == [
         world.resident_names[institution][3]
     ]
+    for wildcard in ("%", "_", "\\"):  # taken literally: no name holds them
+        literal = await gql(client, query, {"filter": {"nameContains": wildcard}}, token=token)
+        assert literal["data"]["residents"]["edges"] == [], wildcard
+    by_level = """query($filter: ResidentFilterInput) {
+      residents(first: 100, filter: $filter) { edges { node { careLevel status } } }
+    }"""
+    everyone = await gql(client, by_level, {}, token=token)
+    levels = [e["node"]["careLevel"] for e in everyone["data"]["residents"]["edges"]]
+    for level in set(levels):
+        chosen = await gql(
+            client, by_level, {"filter": {"careLevel": level, "status": "IN_RESIDENCE"}}, token=token
+        )
+        nodes = [e["node"] for e in chosen["data"]["residents"]["edges"]]
+        assert nodes and {(n["careLevel"], n["status"]) for n in nodes} == {(level, "IN_RESIDENCE")}
 
 
 async def test_institutions_visible_to_staff_and_operators(client: httpx.AsyncClient, world: World) -> None:

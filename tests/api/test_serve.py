@@ -1,0 +1,112 @@
+"""`yiyang serve`: API processes on one port, connections spread over them, stopped together."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import psutil
+import pytest
+
+from api.settings import REPO_ROOT, Settings
+from tests.conftest import LiveServer, _free_port
+
+QUERY = {"query": "{ residents(first: 1) { edges { node { id } } } }"}
+
+
+def _api_processes(serve_pid: int) -> list[psutil.Process]:
+    return psutil.Process(serve_pid).children()
+
+
+def _established(process: psutil.Process, port: int) -> int:
+    connections = process.net_connections("tcp")
+    return sum(1 for c in connections if c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
+
+
+def test_connections_spread_over_the_api_processes(live_server: LiveServer) -> None:
+    """32 keep-alive clients, as in the benchmark: every API process gets a share of them."""
+    processes = _api_processes(live_server.pid)
+    assert len(processes) == 2
+    headers = {"Authorization": f"Bearer {live_server.staff_token}"}
+    clients = [httpx.Client(base_url=live_server.base_url, headers=headers) for _ in range(32)]
+    try:
+        for client in clients:
+            assert "errors" not in client.post("/graphql", json=QUERY).json()
+        port = int(live_server.base_url.rsplit(":", 1)[1])
+        held = [
+            sum(
+                1
+                for c in process.net_connections("tcp")
+                if c.laddr.port == port and c.status == "ESTABLISHED"
+            )
+            for process in processes
+        ]
+    finally:
+        for client in clients:
+            client.close()
+    assert sum(held) == 32
+    assert min(held) >= 4, f"connections per API process: {held}"
+
+
+def _start(settings: Settings, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "YIYANG_ENV": "test",
+        "YIYANG_LOG_LEVEL": "warning",
+    }
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", str(workers)],
+        cwd=REPO_ROOT,
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if (
+                httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+                and len(_api_processes(serve.pid)) == workers
+            ):
+                return serve, base
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    serve.kill()
+    pytest.fail("yiyang serve did not become healthy within 30 s")
+
+
+def test_sigterm_stops_every_api_process(settings: Settings) -> None:
+    serve, _ = _start(settings, workers=2)
+    processes = _api_processes(serve.pid)
+    serve.send_signal(signal.SIGTERM)
+    assert serve.wait(timeout=20) == 0
+    _, alive = psutil.wait_procs(processes, timeout=10)
+    assert alive == []
+
+
+def test_a_dying_api_process_takes_the_others_down(settings: Settings) -> None:
+    """Whoever supervises `yiyang serve` (yiyang run, systemd) must learn that the API is not whole."""
+    serve, _ = _start(settings, workers=2)
+    first, second = _api_processes(serve.pid)
+    first.kill()
+    assert serve.wait(timeout=20) != 0
+    _, alive = psutil.wait_procs([second], timeout=10)
+    assert alive == []
+
+
+def test_port_in_use_is_a_clear_error(settings: Settings, live_server: LiveServer) -> None:
+    port = live_server.base_url.rsplit(":", 1)[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "api.cli", "serve", "--port", port, "--workers", "1"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
