@@ -5,6 +5,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+import orjson
 from cross_web import AsyncHTTPRequestAdapter
 from graphql import GraphQLError
 from starlette.datastructures import Headers
@@ -65,6 +66,15 @@ class GraphQLView(ProtocolView):
         super().__init__(*args, **kwargs)
         self.tenants = tenants
         self.metrics = metrics
+
+    # orjson: less CPU than the standard library's json (docs/benchmarks.md), and Chinese text goes out as
+    # UTF-8 (3 bytes a character) rather than as \u escapes (6). Its decode error is a json.JSONDecodeError,
+    # which strawberry answers with a 400.
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data)
+
+    def decode_json(self, data: str | bytes) -> object:
+        return orjson.loads(data)
 
     async def get_context(self, request: Request, response: Response) -> RequestContext:
         state = request.scope.get("state", {})

@@ -1,14 +1,15 @@
 """Executing operations: graphql-core's executor with a short path for plain leaf fields.
 
 Most of a list page's fields are plain attributes (a resident's name, room, care level) that strawberry
-resolves without an Info object. graphql-core still builds an Info, checks for awaitables twice and walks
-its generic value completion for each of them: for `residents(first: 20)` that was a third of the API's CPU
-per request. For a field that is a strawberry basic field (no resolver, no extensions) returning a scalar
-or an enum, we read the attribute and coerce it the way `complete_leaf_value` does. Anything else (a null
-where none is allowed, a value the scalar refuses, a resolver, an awaitable) takes graphql-core's own
-path, which also produces its errors: the short path never decides an outcome of its own.
+resolves without an Info object. graphql-core still makes a path entry and an Info, checks for awaitables
+twice and walks its generic value completion for each of them: for `residents(first: 20)` that was a third
+of the API's CPU per request. For a field that is a strawberry basic field (no resolver, no extensions)
+returning a scalar or an enum, we read the attribute and coerce it as `complete_leaf_value` does; an
+object whose selected fields are all such fields is completed in one loop.
 
-tests/api/test_execution.py checks that both paths give the same responses, errors included.
+Anything else (a null where none is allowed, a value the scalar refuses, a resolver, an awaitable) takes
+graphql-core's own path, which also produces the errors: the short path never decides an outcome of its
+own. tests/api/test_execution.py checks that both paths give the same responses, errors included.
 """
 
 from collections.abc import Callable
@@ -16,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from graphql import GraphQLLeafType, GraphQLObjectType, Undefined, is_leaf_type, is_non_null_type
-from graphql.execution.collect_fields import FieldDetailsList
-from graphql.pyutils import Path
+from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet
+from graphql.pyutils import AwaitableOrValue, Path
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.field import StrawberryField
@@ -31,11 +32,34 @@ class _PlainLeaf:
     nullable: bool
 
 
+_NOT_PLAIN = object()  # what _PlainLeaf.value answers when graphql-core's path must decide
+
+
+def _value(leaf: _PlainLeaf, source: Any) -> Any:
+    value = leaf.read(source, leaf.attribute)
+    if value is None:
+        return None if leaf.nullable else _NOT_PLAIN
+    try:
+        coerced = leaf.leaf_type.coerce_output_value(value)
+    except Exception:
+        return _NOT_PLAIN  # graphql-core's path reports it as a field error
+    return _NOT_PLAIN if coerced is Undefined or coerced is None else coerced
+
+
 # Per object type, per field name: its plain-leaf plan or None. Built lazily, once per schema object.
-_PLANS: dict[GraphQLObjectType, dict[str, _PlainLeaf | None]] = {}
+_LEAVES: dict[GraphQLObjectType, dict[str, _PlainLeaf | None]] = {}
 
 
-def _plan(parent_type: GraphQLObjectType, field_name: str) -> _PlainLeaf | None:
+def _leaf(parent_type: GraphQLObjectType, field_name: str) -> _PlainLeaf | None:
+    known = _LEAVES.setdefault(parent_type, {})
+    try:
+        return known[field_name]
+    except KeyError:
+        leaf = known[field_name] = _plain_leaf(parent_type, field_name)
+        return leaf
+
+
+def _plain_leaf(parent_type: GraphQLObjectType, field_name: str) -> _PlainLeaf | None:
     field = parent_type.fields.get(field_name)
     definition = field.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF) if field else None
     # A basic field has neither resolver nor extensions (permissions among them): strawberry itself
@@ -57,6 +81,43 @@ class YiyangExecutionContext(StrawberryGraphQLCoreExecutionContext):
         super().__init__(*args, **kwargs)
         # Extensions with a `resolve` hook become middleware that must see every field.
         self._short_path = not (self.middleware_manager and self.middleware_manager.middlewares)
+        # Per selection set of this operation (graphql-core keeps each one alive while it runs): the leaves
+        # by response name when every selected field is a plain leaf, else None.
+        self._plain_objects: dict[int, tuple[GroupedFieldSet, tuple[tuple[str, _PlainLeaf], ...] | None]] = {}
+
+    def _plain_object(
+        self, parent_type: GraphQLObjectType, grouped_field_set: GroupedFieldSet
+    ) -> tuple[tuple[str, _PlainLeaf], ...] | None:
+        known = self._plain_objects.get(id(grouped_field_set))
+        if known is not None and known[0] is grouped_field_set:
+            return known[1]
+        leaves = tuple(
+            (response_name, _leaf(parent_type, details[0].node.name.value))
+            for response_name, details in grouped_field_set.items()
+        )
+        plain = leaves if all(leaf is not None for _, leaf in leaves) else None
+        self._plain_objects[id(grouped_field_set)] = (grouped_field_set, plain)  # type: ignore[assignment]
+        return plain  # type: ignore[return-value]
+
+    def execute_fields(
+        self,
+        parent_type: GraphQLObjectType,
+        source_value: Any,
+        path: Path | None,
+        grouped_field_set: GroupedFieldSet,
+        position_context: Any,
+    ) -> AwaitableOrValue[dict[str, Any]]:
+        plain = self._plain_object(parent_type, grouped_field_set) if self._short_path else None
+        if plain is not None:
+            results: dict[str, Any] = {}
+            for response_name, leaf in plain:
+                value = _value(leaf, source_value)
+                if value is _NOT_PLAIN:
+                    break
+                results[response_name] = value
+            else:
+                return results
+        return super().execute_fields(parent_type, source_value, path, grouped_field_set, position_context)
 
     def execute_field(
         self,
@@ -66,24 +127,9 @@ class YiyangExecutionContext(StrawberryGraphQLCoreExecutionContext):
         path: Path,
         position_context: Any,
     ) -> Any:
-        field_name = field_details_list[0].node.name.value
-        plans = _PLANS.get(parent_type)
-        if plans is None:
-            plans = _PLANS[parent_type] = {}
-        try:
-            plan = plans[field_name]
-        except KeyError:
-            plan = plans[field_name] = _plan(parent_type, field_name)
-        if plan is not None and self._short_path:
-            value = plan.read(source, plan.attribute)
-            if value is None:
-                if plan.nullable:
-                    return None
-            elif not self.is_awaitable(value):
-                try:
-                    coerced = plan.leaf_type.coerce_output_value(value)
-                except Exception:
-                    coerced = Undefined  # graphql-core's path below reports it as a field error
-                if coerced is not Undefined and coerced is not None:
-                    return coerced
+        leaf = _leaf(parent_type, field_details_list[0].node.name.value) if self._short_path else None
+        if leaf is not None:
+            value = _value(leaf, source)
+            if value is not _NOT_PLAIN:
+                return value
         return super().execute_field(parent_type, source, field_details_list, path, position_context)
