@@ -67,9 +67,8 @@ class GraphQLView(ProtocolView):
         self.tenants = tenants
         self.metrics = metrics
 
-    # orjson: less CPU than the standard library's json (docs/benchmarks.md), and Chinese text goes out as
-    # UTF-8 (3 bytes a character) rather than as \u escapes (6). Its decode error is a json.JSONDecodeError,
-    # which strawberry answers with a 400.
+    # orjson (docs/dependencies.md says why). Its decode error is a json.JSONDecodeError, which strawberry
+    # answers with a 400.
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
 
