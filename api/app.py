@@ -41,7 +41,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await open_database(settings.database_url, PoolSettings(max_size=settings.pool_max_size))
+        size = settings.pool_max_size
+        await open_database(settings.database_url, PoolSettings(min_size=min(2, size), max_size=size))
         app.state.redis = await create_pool(RedisSettings.from_dsn(settings.redis_url))
         try:
             yield

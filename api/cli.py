@@ -7,7 +7,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from api.settings import REPO_ROOT, Settings
+from api.settings import REPO_ROOT, ConfigurationError, Settings
 
 
 def _database_url() -> str:
@@ -156,13 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", default=str(REPO_ROOT / "var"))
     run.set_defaults(handler=_cmd_run)
 
-    from api.serve import default_workers
-
     serve = commands.add_parser("serve", help="serve the API (DATABASE_URL and REDIS_URL name the servers)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument(
-        "--workers", type=int, default=default_workers(), help="API processes (default: usable cores)"
+        "--workers", type=int, help="API processes (default: YIYANG_API_WORKERS, else one per usable core)"
     )
     serve.set_defaults(handler=_cmd_serve)
 
@@ -212,7 +210,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "role", ()) is None:
         args.role = ["institution_admin"]
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except ConfigurationError as problem:
+        print(f"configuration: {problem}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

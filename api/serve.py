@@ -17,14 +17,19 @@ import subprocess
 import sys
 import time
 
-from api.settings import REPO_ROOT
+from api.settings import REPO_ROOT, ConfigurationError, Settings
 
 _STOP_SECONDS = 15
 
 
 def default_workers() -> int:
+    """YIYANG_API_WORKERS, else one API process per core this process may use."""
     configured = os.environ.get("YIYANG_API_WORKERS", "")
     if configured:
+        if not configured.isdigit() or int(configured) < 1:
+            raise ConfigurationError(
+                f"YIYANG_API_WORKERS must be a whole number of at least 1, not {configured!r}"
+            )
         return int(configured)
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -76,10 +81,12 @@ def _raise_stop(signum: int, frame: object) -> None:
     raise _Stop
 
 
-def serve(host: str, port: int, workers: int) -> int:
+def serve(host: str, port: int, workers: int | None = None) -> int:
+    """Serve until SIGINT/SIGTERM (0), or until an API process dies (its exit code)."""
+    Settings.from_environ()  # refuse a bad configuration here, once, rather than in every API process
+    workers = default_workers() if workers is None else workers
     if workers < 1:
-        print("--workers must be at least 1", file=sys.stderr)
-        return 2
+        raise ConfigurationError("--workers must be at least 1")
     if not hasattr(socket, "SO_REUSEPORT"):
         workers = 1  # no way to give each process a socket of its own on this platform
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}

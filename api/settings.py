@@ -45,6 +45,16 @@ class Settings:
             redis_url=environ["REDIS_URL"],
             environment=environment,
             token_secret=secret,
-            max_body_bytes=int(environ.get("YIYANG_MAX_BODY_BYTES", "1048576")),
-            pool_max_size=int(environ.get("YIYANG_DB_POOL_SIZE", "20")),
+            max_body_bytes=positive_int_setting(environ, "YIYANG_MAX_BODY_BYTES", 1_048_576),
+            pool_max_size=positive_int_setting(environ, "YIYANG_DB_POOL_SIZE", 20),
         )
+
+
+def positive_int_setting(environ: Mapping[str, str], name: str, default: int) -> int:
+    """The whole number ≥ 1 in environ[name], or default when unset; anything else is refused."""
+    given = environ.get(name, "")
+    if not given:
+        return default
+    if not given.isdigit() or int(given) < 1:
+        raise ConfigurationError(f"{name} must be a whole number of at least 1, not {given!r}")
+    return int(given)

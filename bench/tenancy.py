@@ -6,9 +6,11 @@ In a scratch database created for the run (and dropped afterwards) it
 2. fills every tenant schema with residents (one INSERT … SELECT generate_series per schema),
 3. applies one additive migration to every schema through `tenants.migrate.migrate_all`, then times a
    second, no-op run (in-process, and the `yiyang migrate` command end to end),
-4. starts the API as a real uvicorn process, warms it with one request per institution, reads its RSS,
+4. starts the API as real uvicorn processes, warms it with one request per institution, reads its RSS,
 5. times `residents(first: 20)` at C concurrent clients across random institutions, each request with its
-   institution's staff token, and the same SQL sent through bare asyncpg (a pool of the API's size),
+   institution's staff token, and the same SQL sent through bare asyncpg (as many connections in all as
+   the API processes hold together), in interleaved rounds so that both paths meet the same machine,
+6. times the same requests once more through httpx, and both paths with a single client,
 
 and writes the figures, with the machine they were measured on, into a section of docs/benchmarks.md.
 """
@@ -26,12 +28,13 @@ import secrets
 import shlex
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,15 +60,16 @@ Measured figures of Yiyang, each section with the machine it was measured on. Se
 
 ```sh
 make bench                                  # = .venv/bin/yiyang bench tenancy
-.venv/bin/yiyang bench tenancy --help       # options: --institutions, --requests, --concurrency, …
+.venv/bin/yiyang bench tenancy --help       # options: --institutions, --requests, --rounds, …
 .venv/bin/yiyang bench tenancy --institutions 100 --output /tmp/bench.md   # a quick try
 ```
 
 The tenancy benchmark needs a PostgreSQL server it may create databases on (`--database-url`, default
 `$DATABASE_URL`, else `postgres://postgres@127.0.0.1:5432/test`) and a Redis (`--redis-url`, default
 `$REDIS_URL`, else `redis://127.0.0.1:6379/0`). It works in a scratch database `yiyang_bench_<hex>`
-that it drops at the end, starts the API as a uvicorn process of its own, and takes about two minutes
-at 1,500 institutions. The client, the API and PostgreSQL share the machine: close other load first.
+that it drops at the end, starts the API as `yiyang serve` does (`--api-workers` uvicorn processes, 2 by
+default), and takes about two minutes at 1,500 institutions. The client, the API and PostgreSQL share
+the machine: close other load first.
 """
 
 GOAL_PROVISION_S = 1.0
@@ -92,6 +96,7 @@ SELECT '长者' || g,
 FROM generate_series(1, $1) AS g
 """
 
+BARE_APPLICATION = "yiyang-bench-bare"  # application_name of the bare asyncpg pool's connections
 REGIONS = (("bench-east", "华东基准区"), ("bench-north", "华北基准区"), ("bench-west", "西部基准区"))
 CHAINS = 10
 
@@ -128,8 +133,42 @@ class Run:
         return percentile(self.latencies, q)
 
     @property
+    def mean(self) -> float:
+        return statistics.fmean(self.latencies) if self.latencies else float("nan")
+
+    @property
     def throughput(self) -> float:
         return self.count / self.wall if self.wall else float("nan")
+
+    def cpu_per_request(self, side: str) -> float | None:
+        """CPU seconds per request spent by `side` ("client", "api", "postgres"), if it was measured."""
+        return self.cpu[side] / self.count if side in self.cpu and self.count else None
+
+
+def pooled(runs: Sequence[Run]) -> Run:
+    """Several runs of one path as one: their latencies, wall times, failures and CPU seconds added up."""
+    sides = {side for run in runs for side in run.cpu}
+    return Run(
+        latencies=[latency for run in runs for latency in run.latencies],
+        wall=sum(run.wall for run in runs),
+        failures=sum(run.failures for run in runs),
+        failure_samples=[sample for run in runs for sample in run.failure_samples][:3],
+        cpu={side: sum(run.cpu.get(side, 0.0) for run in runs) for side in sides},
+    )
+
+
+@dataclass
+class Round:
+    """One interleaved round: the same chunk of requests through GraphQL and through bare asyncpg."""
+
+    graphql_first: bool
+    graphql: Run
+    bare: Run
+
+    @property
+    def ratio(self) -> float:
+        """GraphQL p50 over bare asyncpg p50 in this round."""
+        return self.graphql.p(50) / self.bare.p(50)
 
 
 @dataclass
@@ -147,15 +186,30 @@ class Results:
     noop_cli_seconds: float = 0.0
     rss: dict[str, float] = field(default_factory=dict)  # MB at named moments
     backend_memory: dict[str, float] = field(default_factory=dict)
+    api_pool_size: int = 0  # connections per API process; the bare pool holds as many as all of them
     warmup: Run | None = None
-    graphql: Run | None = None
-    bare: Run | None = None
-    graphql_raw: Run | None = None
+    rounds: list[Round] = field(default_factory=list)
+    graphql_httpx: Run | None = None
     graphql_serial: Run | None = None
     bare_serial: Run | None = None
     select_sql: str = ""
     profile: "Profile | None" = None
     finished: datetime | None = None
+
+    @property
+    def graphql(self) -> Run | None:
+        """The GraphQL path (minimal HTTP client) at C clients, all rounds pooled."""
+        return pooled([r.graphql for r in self.rounds]) if self.rounds else None
+
+    @property
+    def bare(self) -> Run | None:
+        """The bare asyncpg path at C clients, all rounds pooled."""
+        return pooled([r.bare for r in self.rounds]) if self.rounds else None
+
+    def runs(self) -> list[Run]:
+        """Every run of requests made, the warm-up included."""
+        measured = (self.warmup, self.graphql_httpx, self.graphql_serial, self.bare_serial)
+        return [*(run for r in self.rounds for run in (r.graphql, r.bare)), *(r for r in measured if r)]
 
 
 # ------------------------------------------------------------------------------------------------ machine
@@ -269,6 +323,10 @@ def machine_load_since(before: object) -> str:
 class Tenant:
     institution_id: int
     schema_name: str
+
+
+# Sends one request for the tenant's page of residents; returns what went wrong, or None.
+Call = Callable[[Tenant], Awaitable[str | None]]
 
 
 async def provision_all(count: int, results: Results) -> list[Tenant]:
@@ -496,9 +554,7 @@ def staff_tokens(secret: str, tenants: Sequence[Tenant]) -> dict[int, dict[str, 
     return headers
 
 
-async def drive(
-    jobs: Sequence[Tenant], concurrency: int, call: Callable[[Tenant], Awaitable[str | None]]
-) -> Run:
+async def drive(jobs: Sequence[Tenant], concurrency: int, call: Call) -> Run:
     """`concurrency` closed-loop clients working through `jobs` in order; `call` returns an error or None."""
     cursor = iter(jobs)
     latencies: list[float] = []
@@ -523,7 +579,7 @@ async def drive(
 
 def graphql_call(
     http: httpx.AsyncClient, headers: dict[int, dict[str, str]], expected: int, check_body: bool
-) -> Callable[[Tenant], Awaitable[str | None]]:
+) -> Call:
     body = json.dumps({"query": RESIDENTS_QUERY}).encode()
 
     async def call(tenant: Tenant) -> str | None:
@@ -559,9 +615,7 @@ class RawHttpClients:
             _, writer = self.idle.get_nowait()
             writer.close()
 
-    def call(
-        self, headers: dict[int, dict[str, str]], expected: int
-    ) -> Callable[[Tenant], Awaitable[str | None]]:
+    def call(self, headers: dict[int, dict[str, str]], expected: int) -> Call:
         body = json.dumps({"query": RESIDENTS_QUERY}).encode()
         requests = {
             institution: (
@@ -594,9 +648,7 @@ class RawHttpClients:
         return call
 
 
-def bare_call(
-    pool: asyncpg.Pool, select_sql: str, limit: int, expected: int
-) -> Callable[[Tenant], Awaitable[str | None]]:
+def bare_call(pool: asyncpg.Pool, select_sql: str, limit: int, expected: int) -> Call:
     from tenants.schema_names import tenant_search_path
 
     parameterized = "$1" in select_sql
@@ -631,24 +683,56 @@ def own_cpu() -> float:
     return times.user + times.system
 
 
-@contextlib.asynccontextmanager
-async def cpu_meter(
-    run_holder: list[Run], admin: asyncpg.Connection, database: str, application: str, server: Server | None
-) -> AsyncIterator[None]:
-    """CPU seconds spent during the block by the client (this process), the API process and the
-    PostgreSQL backends of the pool under test; stored into the Run the block appends to run_holder."""
-    before_pg = processes_cpu(await backend_pids(admin, database, application))
-    before_self = own_cpu()
-    before_api = server.cpu_seconds() if server else 0.0
-    yield
-    after_self = own_cpu()
-    after_api = server.cpu_seconds() if server else 0.0
-    after_pg = processes_cpu(await backend_pids(admin, database, application))
-    run = run_holder[-1]
-    run.cpu["client"] = after_self - before_self
-    if server:
-        run.cpu["api"] = after_api - before_api
-    run.cpu["postgres"] = sum(after_pg[pid] - before_pg.get(pid, 0.0) for pid in after_pg)
+@dataclass(frozen=True)
+class ServerCpu:
+    """CPU seconds spent so far by the API's processes (if the path goes through the API) and by each
+    PostgreSQL backend of the path's pool."""
+
+    api: float | None
+    postgres: dict[int, float]
+
+    def since(self, before: "ServerCpu") -> dict[str, float]:
+        """CPU seconds spent per side between `before` and this reading. A backend that appeared in
+        between counts from zero; one that ended in between is not counted."""
+        spent = {
+            "postgres": sum(seconds - before.postgres.get(pid, 0.0) for pid, seconds in self.postgres.items())
+        }
+        if self.api is not None and before.api is not None:
+            spent["api"] = self.api - before.api
+        return spent
+
+
+@dataclass(frozen=True)
+class CpuMeter:
+    """Reads the CPU of the server side of one path: the API's processes (if the path goes through the
+    API) and the PostgreSQL backends whose application_name is the path's pool's."""
+
+    admin: asyncpg.Connection
+    database: str
+    application: str
+    server: Server | None = None
+
+    async def read(self) -> ServerCpu:
+        pids = await backend_pids(self.admin, self.database, self.application)
+        return ServerCpu(api=self.server.cpu_seconds() if self.server else None, postgres=processes_cpu(pids))
+
+
+@dataclass(frozen=True)
+class Target:
+    """One way of serving `residents(first: 20)`: how to send a request, and where its CPU is read."""
+
+    call: Call
+    meter: CpuMeter
+
+    async def measure(self, jobs: Sequence[Tenant], concurrency: int) -> Run:
+        """`drive` the jobs, with the CPU each side spent meanwhile. The client's (this process's) is read
+        right around the requests, so that reading the other sides' does not count as the client's."""
+        before = await self.meter.read()
+        client_before = own_cpu()
+        run = await drive(jobs, concurrency, self.call)
+        client = own_cpu() - client_before
+        run.cpu = {"client": client, **(await self.meter.read()).since(before)}
+        return run
 
 
 def backend_memory_mb(pids: Sequence[int]) -> tuple[float, float]:
@@ -673,16 +757,18 @@ def find_py_spy(given: str | None) -> str | None:
 # when its stack passes through it, so shares are inclusive and nested stages overlap.
 PROFILE_STAGES: tuple[tuple[str, str], ...] = (
     ("HTTP, ASGI and middleware around /graphql (uvicorn, Starlette, api/middleware)", ""),
-    ("bearer token verification (`verify_dev_token`, joserfc HS256)", r"^verify_dev_token "),
+    ("bearer token verification (`verify_dev_token_expiry`, joserfc HS256)", r"^verify_dev_token_expiry "),
     ("tenant look-up (`TenantDirectory.resolve`)", r"^TenantDirectory\.resolve "),
     ("unit of work: BEGIN, SET LOCAL, COMMIT (`tenant_transaction`)", r"^tenant_transaction "),
     ("GraphQL execution of the operation (`Schema.execute`)", r"^Schema\.execute "),
-    ("… `residents` resolver: ORM query, SQL round trip, model instances", r"^ResidentQueries\.residents "),
-    ("… … building the SQL (pypika)", r"^QueryBuilder\.get_parameterized_sql "),
-    ("… … rows to Tortoise model instances", r"^Model\._init_from_db "),
+    ("… `residents` resolver: SQL round trip, rows to `ResidentSummary`", r"^ResidentQueries\.residents "),
+    ("… … rows to `ResidentSummary` (`list_residents`)", r"^list_residents\.<locals>\.<listcomp> "),
     ("… completing the 20 edges (graphql-core + strawberry, per field)", r"^Executor\.complete_list_value "),
     ("connection release to the pool (asyncpg reset query)", r"^PoolConnectionHolder\.release "),
-    ("JSON encoding and decoding", r"\(json/"),
+    (
+        "JSON encoding and decoding (orjson, through `GraphQLView.encode_json` / `decode_json`)",
+        r"^GraphQLView\.(en|de)code_json |\(json/",
+    ),
 )
 _OUTSIDE_VIEW = re.compile(r"^GraphQLEndpoint\.__call__ ")
 _IN_REQUEST = re.compile(r"^RequestResponseCycle\.run_asgi ")
@@ -747,11 +833,12 @@ async def run(args: argparse.Namespace) -> Results:
 
     results = Results(args=args, started=datetime.now(UTC))
     cpu_at_start = psutil.cpu_times()
-    rng = random.Random(args.seed)
     async with scratch_database(args.database_url, "yiyang_bench", keep=args.keep_database) as database_url:
         dsn = asyncpg_dsn(database_url)
-        database = urlsplit(dsn).path.lstrip("/")
-        log(f"scratch database {database}" + (" (kept: --keep-database)" if args.keep_database else ""))
+        log(
+            f"scratch database {database_name(dsn)}"
+            + (" (kept: --keep-database)" if args.keep_database else "")
+        )
         admin = await asyncpg.connect(dsn)
         try:
             results.machine = await describe_machine(admin, dsn)
@@ -769,99 +856,7 @@ async def run(args: argparse.Namespace) -> Results:
             log(f"{results.residents_total} residents in {results.fill_seconds:.1f} s")
 
             await bench_migrations(database_url, len(tenants), results)
-
-            expected = min(args.page_size, args.residents_per_institution)
-            jobs = rng.choices(tenants, k=args.requests)
-            serial_jobs = rng.choices(tenants, k=args.serial_requests)
-            warmup_jobs = rng.sample(tenants, k=len(tenants))
-
-            with api_server(
-                database_url, args.redis_url, args.pool_size, args.api_workers, args.api_env
-            ) as server:
-                results.rss["after start"] = server.rss_mb()
-                headers = staff_tokens(server.token_secret, tenants)
-                limits = httpx.Limits(
-                    max_connections=args.concurrency, max_keepalive_connections=args.concurrency
-                )
-                async with httpx.AsyncClient(base_url=server.base_url, limits=limits, timeout=60) as http:
-                    results.warmup = await drive(
-                        warmup_jobs, args.concurrency, graphql_call(http, headers, expected, check_body=True)
-                    )
-                    results.rss["after warm-up (every institution served once)"] = server.rss_mb()
-                    log(
-                        f"warm-up: {results.warmup.count} requests in {results.warmup.wall:.1f} s, "
-                        f"{results.warmup.failures} failed; RSS {server.rss_mb():.0f} MB"
-                    )
-                    call = graphql_call(http, headers, expected, check_body=False)
-                    holder: list[Run] = []
-                    async with cpu_meter(holder, admin, database, "yiyang", server):
-                        holder.append(await drive(jobs, args.concurrency, call))
-                    results.graphql = holder[-1]
-                    results.rss[f"after the {args.requests:,}-request latency run"] = server.rss_mb()
-                    log(
-                        f"GraphQL c={args.concurrency}: p50 {results.graphql.p(50) * 1000:.1f} ms, "
-                        f"p99 {results.graphql.p(99) * 1000:.1f} ms, {results.graphql.throughput:.0f} req/s"
-                    )
-                    api_backends = await backend_pids(admin, database, "yiyang")
-                    total, biggest = backend_memory_mb(api_backends)
-                    results.backend_memory = {
-                        "connections": len(api_backends),
-                        "total": total,
-                        "max": biggest,
-                    }
-
-                    if args.serial_requests:
-                        async with cpu_meter(holder, admin, database, "yiyang", server):
-                            holder.append(await drive(serial_jobs, 1, call))
-                        results.graphql_serial = holder[-1]
-
-                    if args.raw_client_check:
-                        async with RawHttpClients(server.base_url, args.concurrency) as raw:
-                            async with cpu_meter(holder, admin, database, "yiyang", server):
-                                holder.append(
-                                    await drive(jobs, args.concurrency, raw.call(headers, expected))
-                                )
-                        results.graphql_raw = holder[-1]
-                        raw_run = results.graphql_raw
-                        log(
-                            f"GraphQL c={args.concurrency}, minimal client: p50 "
-                            f"{raw_run.p(50) * 1000:.1f} ms, p99 {raw_run.p(99) * 1000:.1f} ms"
-                        )
-
-                    py_spy = find_py_spy(args.py_spy) if args.profile else None
-                    if args.profile and py_spy is None:
-                        log("py-spy not found: no profile (give --py-spy PATH)")
-                    if py_spy and args.raw_client_check:  # the API with as little client noise as possible
-                        async with RawHttpClients(server.base_url, args.concurrency) as raw:
-                            await profile_server(
-                                py_spy, server, args, jobs, raw.call(headers, expected), results
-                            )
-                    elif py_spy:
-                        await profile_server(py_spy, server, args, jobs, call, results)
-
-                    results.rss["at the end"] = server.rss_mb()
-                    log(f"RSS: {', '.join(f'{k}: {v:.0f} MB' for k, v in results.rss.items())}")
-
-            async with asyncpg.create_pool(
-                dsn,
-                min_size=args.pool_size,
-                max_size=args.pool_size,
-                server_settings={"search_path": "shared", "application_name": "yiyang-bench-bare"},
-            ) as pool:
-                call = bare_call(pool, results.select_sql, args.page_size + 1, expected)
-                await drive(warmup_jobs, args.concurrency, call)  # the same warm-up as the API had
-                holder = []
-                async with cpu_meter(holder, admin, database, "yiyang-bench-bare", None):
-                    holder.append(await drive(jobs, args.concurrency, call))
-                results.bare = holder[-1]
-                log(
-                    f"bare asyncpg c={args.concurrency}: p50 {results.bare.p(50) * 1000:.2f} ms, "
-                    f"p99 {results.bare.p(99) * 1000:.2f} ms, {results.bare.throughput:.0f} tx/s"
-                )
-                if args.serial_requests:
-                    async with cpu_meter(holder, admin, database, "yiyang-bench-bare", None):
-                        holder.append(await drive(serial_jobs, 1, call))
-                    results.bare_serial = holder[-1]
+            await bench_latency(args, database_url, admin, tenants, results)
         finally:
             await admin.close()
     results.finished = datetime.now(UTC)
@@ -869,15 +864,151 @@ async def run(args: argparse.Namespace) -> Results:
     return results
 
 
+def database_name(dsn: str) -> str:
+    return urlsplit(dsn).path.lstrip("/")
+
+
+def split(jobs: Sequence[Tenant], count: int) -> list[Sequence[Tenant]]:
+    """`jobs` cut into `count` consecutive chunks whose sizes differ by at most one."""
+    return [jobs[len(jobs) * k // count : len(jobs) * (k + 1) // count] for k in range(count)]
+
+
+async def bench_latency(
+    args: argparse.Namespace,
+    database_url: str,
+    admin: asyncpg.Connection,
+    tenants: Sequence[Tenant],
+    results: Results,
+) -> None:
+    """The API and the bare asyncpg pool, up together and holding as many connections in all: warm-up,
+    interleaved rounds, the httpx run, the single-client runs and, if asked for, the profile."""
+    from tenants.db import asyncpg_dsn
+
+    dsn = asyncpg_dsn(database_url)
+    database = database_name(dsn)
+    rng = random.Random(args.seed)
+    jobs = rng.choices(tenants, k=args.requests)
+    serial_jobs = rng.choices(tenants, k=args.serial_requests)
+    warmup_jobs = rng.sample(tenants, k=len(tenants))
+    expected = min(args.page_size, args.residents_per_institution)
+    results.api_pool_size = max(1, args.pool_size // args.api_workers)
+    connections = results.api_pool_size * args.api_workers
+    limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
+
+    with api_server(
+        database_url, args.redis_url, results.api_pool_size, args.api_workers, args.api_env
+    ) as server:
+        results.rss["after start"] = server.rss_mb()
+        headers = staff_tokens(server.token_secret, tenants)
+        api_meter = CpuMeter(admin, database, "yiyang", server)
+        async with (
+            httpx.AsyncClient(base_url=server.base_url, limits=limits, timeout=60) as http,
+            asyncpg.create_pool(
+                dsn,
+                min_size=connections,
+                max_size=connections,
+                server_settings={"search_path": "shared", "application_name": BARE_APPLICATION},
+            ) as pool,
+        ):
+            bare = Target(
+                bare_call(pool, results.select_sql, args.page_size + 1, expected),
+                CpuMeter(admin, database, BARE_APPLICATION),
+            )
+            await warm_up(
+                warmup_jobs,
+                args.concurrency,
+                graphql_call(http, headers, expected, check_body=True),
+                bare,
+                results,
+            )
+            results.rss["after warm-up (every institution served once)"] = server.rss_mb()
+
+            async with RawHttpClients(server.base_url, args.concurrency) as raw:
+                graphql = Target(raw.call(headers, expected), api_meter)
+                results.rounds = await interleaved_rounds(
+                    graphql, bare, split(jobs, args.rounds), args.concurrency
+                )
+                results.rss[f"after the latency rounds ({args.requests:,} requests through GraphQL)"] = (
+                    server.rss_mb()
+                )
+                results.backend_memory = await api_backend_memory(admin, database)
+
+                httpx_graphql = Target(graphql_call(http, headers, expected, check_body=False), api_meter)
+                results.graphql_httpx = await httpx_graphql.measure(jobs, args.concurrency)
+                log(f"GraphQL c={args.concurrency} through httpx: {latency_summary(results.graphql_httpx)}")
+
+                if args.serial_requests:
+                    results.graphql_serial = await graphql.measure(serial_jobs, 1)
+                    results.bare_serial = await bare.measure(serial_jobs, 1)
+
+                if args.profile:  # the API with as little client noise as possible
+                    await profile_server(server, args, jobs, graphql.call, results)
+
+        results.rss["at the end"] = server.rss_mb()
+        log(f"RSS: {', '.join(f'{k}: {v:.0f} MB' for k, v in results.rss.items())}")
+
+
+async def warm_up(
+    jobs: Sequence[Tenant], concurrency: int, graphql: Call, bare: Target, results: Results
+) -> None:
+    """Every institution served once through each path: the API's tenant directory and every pool
+    connection's statement and catalog caches are warm before anything is timed."""
+    results.warmup = await drive(jobs, concurrency, graphql)
+    log(
+        f"warm-up: {results.warmup.count} requests in {results.warmup.wall:.1f} s, "
+        f"{results.warmup.failures} failed"
+    )
+    await drive(jobs, concurrency, bare.call)
+
+
+async def interleaved_rounds(
+    graphql: Target, bare: Target, chunks: Sequence[Sequence[Tenant]], concurrency: int
+) -> list[Round]:
+    """Each chunk through both paths, one right after the other, the first path alternating by round."""
+    rounds: list[Round] = []
+    for number, chunk in enumerate(chunks):
+        graphql_first = number % 2 == 0
+        if graphql_first:
+            graphql_run = await graphql.measure(chunk, concurrency)
+            bare_run = await bare.measure(chunk, concurrency)
+        else:
+            bare_run = await bare.measure(chunk, concurrency)
+            graphql_run = await graphql.measure(chunk, concurrency)
+        rounds.append(Round(graphql_first, graphql_run, bare_run))
+        log(
+            f"round {number + 1}/{len(chunks)}: GraphQL {latency_summary(graphql_run)}; "
+            f"bare asyncpg {latency_summary(bare_run)}; p50 ratio {rounds[-1].ratio:.2f}"
+        )
+    log(
+        f"all rounds: GraphQL {latency_summary(pooled([r.graphql for r in rounds]))}; "
+        f"bare asyncpg {latency_summary(pooled([r.bare for r in rounds]))}"
+    )
+    return rounds
+
+
+def latency_summary(run: Run) -> str:
+    return f"p50 {ms(run.p(50), 2)}, p99 {ms(run.p(99), 2)}, {run.throughput:,.0f}/s"
+
+
+async def api_backend_memory(admin: asyncpg.Connection, database: str) -> dict[str, float]:
+    """The PostgreSQL backends of the API's pools: how many, and their private memory (MB)."""
+    pids = await backend_pids(admin, database, "yiyang")
+    total, biggest = backend_memory_mb(pids)
+    return {"connections": len(pids), "total": total, "max": biggest}
+
+
 async def profile_server(
-    py_spy: str,
     server: Server,
     args: argparse.Namespace,
     jobs: Sequence[Tenant],
-    call: Callable[[Tenant], Awaitable[str | None]],
+    call: Call,
     results: Results,
 ) -> None:
-    """A further, untimed pass of the latency run with py-spy sampling the API process."""
+    """A further, untimed pass of the latency run with py-spy sampling the API processes."""
+    py_spy = find_py_spy(args.py_spy)
+    if py_spy is None:
+        log("py-spy not found: no profile (give --py-spy PATH)")
+        return
     raw = Path(args.profile)
     duration = max(5, int((results.graphql.wall if results.graphql else 10) * 1.5) + 5)
     recorder = await asyncio.create_subprocess_exec(
@@ -934,10 +1065,13 @@ def render(results: Results) -> str:
         str(args.residents_per_institution),
         "--requests",
         str(args.requests),
+        "--rounds",
+        str(args.rounds),
         "--concurrency",
         str(args.concurrency),
         *(["--api-workers", str(args.api_workers)] if args.api_workers != 1 else []),
         *(f"--api-env={item}" for item in args.api_env),
+        *(["--profile", args.profile] if args.profile else []),
     ]
     lines += [
         f"Measured {results.started:%Y-%m-%d %H:%M} UTC with `{shlex.join(command)}` "
@@ -969,30 +1103,15 @@ def render(results: Results) -> str:
         f"| {ms(results.noop_seconds, 0)} / {results.noop_cli_seconds:.2f} s | ≤ 5 s | "
         f"{verdict(max(results.noop_seconds, results.noop_cli_seconds) <= GOAL_NOOP_MIGRATE_S)} |"
     )
+    summed = (
+        f"; sum over `yiyang serve` and its {args.api_workers} API processes" if args.api_workers > 1 else ""
+    )
     lines.append(
-        f"| API process RSS after serving all {n:,} institutions (peak over the run)"
-        f"{'' if args.api_workers == 1 else f'; sum over uvicorn and its {args.api_workers} workers'} "
+        f"| API process RSS after serving all {n:,} institutions (peak over the run){summed} "
         f"| {rss_warm:.0f} MB ({rss_peak:.0f} MB) | ≤ 400 MB | {verdict(rss_peak <= GOAL_RSS_MB)} |"
     )
     if graphql and bare:
-        ratio50, ratio99 = graphql.p(50) / bare.p(50), graphql.p(99) / bare.p(99)
-        lines.append(
-            f"| `residents(first: 20)` at {args.concurrency} clients: GraphQL vs bare asyncpg, p50 "
-            f"| {ms(graphql.p(50))} vs {ms(bare.p(50), 2)}: **{ratio50:.1f}×** | ≤ 3× | "
-            f"{verdict(ratio50 <= GOAL_LATENCY_RATIO)} |"
-        )
-        lines.append(
-            f"| the same, p99 | {ms(graphql.p(99))} vs {ms(bare.p(99), 2)}: **{ratio99:.1f}×** | ≤ 3× | "
-            f"{verdict(ratio99 <= GOAL_LATENCY_RATIO)} |"
-        )
-        raw = results.graphql_raw
-        if raw:
-            raw50, raw99 = raw.p(50) / bare.p(50), raw.p(99) / bare.p(99)
-            lines.append(
-                f"| the same with a minimal HTTP client instead of httpx, p50 / p99 "
-                f"| {ms(raw.p(50))} / {ms(raw.p(99))}: **{raw50:.1f}× / {raw99:.1f}×** | ≤ 3× | "
-                f"{verdict(max(raw50, raw99) <= GOAL_LATENCY_RATIO)} |"
-            )
+        lines += goal_latency_rows(results, graphql, bare)
     lines.append("")
 
     everything = results.provision
@@ -1033,123 +1152,247 @@ def render(results: Results) -> str:
     if results.backend_memory:
         memory = results.backend_memory
         lines += [
-            f"The PostgreSQL side of the API's pool ({memory['connections']:.0f} connections after the "
-            f"latency run, each having touched a share of the {n:,} schemas): "
+            f"The PostgreSQL side of the API's pools ({memory['connections']:.0f} connections after the "
+            f"latency rounds, each having touched a share of the {n:,} schemas): "
             f"{memory['total']:.0f} MB private memory (USS) in all, "
             f"{memory['max']:.1f} MB for the largest backend.",
             "",
         ]
     if graphql and bare:
-        warmup_wall = results.warmup.wall if results.warmup else 0.0
-        lines += [
-            "### `residents(first: 20)` latency",
-            "",
-            f"{args.requests:,} requests for random institutions (the same sequence for both paths) "
-            f"after a warm-up pass that served every institution once ({warmup_wall:.1f} s at "
-            f"{args.concurrency} clients). GraphQL: `POST /graphql` through httpx with the institution's "
-            f"staff token, uvicorn (uvloop, httptools), "
-            f"{'one process' if args.api_workers == 1 else f'{args.api_workers} worker processes'}, "
-            f"a pool of {args.pool_size} connections per process. "
-            f"Bare asyncpg: a pool of {args.pool_size}, the statements the API sends per request:",
-            "",
-            "```sql",
-            "BEGIN;",
-            'SET LOCAL search_path TO "t_…", shared;',
-            f"{results.select_sql};  -- prepared, ${{1}} = {args.page_size + 1}"
-            if "$1" in results.select_sql
-            else f"{results.select_sql};",
-            "COMMIT;",
-            "-- and, as asyncpg's pool releases the connection (on both paths):",
-            "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;",
-            "```",
-            "",
-            "(Checked with `log_statement = 'all'`. On a miss of its 30 s tenant directory cache, the API "
-            "also reads the institution from `shared.institution` before the unit of work.)",
-            "",
-            "| path | clients | requests | p50 | p90 | p99 | max | throughput | CPU per request: "
-            "client / API / PostgreSQL | failed |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for name, result, clients in (
-            ("GraphQL (httpx client)", graphql, args.concurrency),
-            ("bare asyncpg", bare, args.concurrency),
-            ("GraphQL (minimal HTTP client)", results.graphql_raw, args.concurrency),
-            ("GraphQL (httpx client)", results.graphql_serial, 1),
-            ("bare asyncpg", results.bare_serial, 1),
-        ):
-            if result is None:
-                continue
-            cpu = " / ".join(
-                ms(result.cpu[side] / result.count, 2) if side in result.cpu else "–"
-                for side in ("client", "api", "postgres")
-            )
-            lines.append(
-                f"| {name} | {clients} | {result.count:,} | {ms(result.p(50), 2)} | {ms(result.p(90), 2)} | "
-                f"{ms(result.p(99), 2)} | {ms(max(result.latencies), 2)} | {result.throughput:,.0f}/s | "
-                f"{cpu} | {result.failures} |"
-            )
-        lines.append("")
-        lines += latency_reading(args, graphql, bare, results.graphql_raw)
-        runs = (
-            results.warmup,
-            graphql,
-            bare,
-            results.graphql_raw,
-            results.graphql_serial,
-            results.bare_serial,
-        )
-        failures = [s for r in runs if r for s in r.failure_samples]
-        if failures:
-            lines += ["Failures (first ones):", "", *(f"- `{s}`" for s in failures), ""]
+        lines += latency_section(results, graphql, bare)
     if results.profile and graphql:
-        profile = results.profile
-        measured = results.graphql_raw or graphql
-        client_name = "minimal HTTP client" if results.graphql_raw else "httpx client"
-        per_request = measured.cpu.get("api", 0.0) / max(measured.count, 1)
-
-        def row(name: str, share: float) -> str:
-            return f"| {name} | {share:.0%} | {ms(share * per_request, 2)} |"
-
-        lines += [
-            "### Where the API process spends its CPU",
-            "",
-            f"py-spy, {profile.samples:,} samples at 200 Hz of the API process during a further, untimed "
-            f"pass of the latency run ({client_name}, {args.concurrency} clients). The per-request figures "
-            f"apportion the {ms(per_request, 2)} of API CPU per request measured above with that client.",
-            "",
-            "| stage of a request (inclusive; the rows marked … are parts of the row above) | share | "
-            "per request |",
-            "| --- | --- | --- |",
-            *(row(name, share) for name, share in profile.stages),
-            "",
-            "| where the CPU was (innermost frame, by package) | share | per request |",
-            "| --- | --- | --- |",
-            *(row(name, share) for name, share in profile.packages),
-            "",
-        ]
+        lines += profile_section(results, results.profile, graphql)
     lines += [SECTION_END, ""]
     return "\n".join(lines)
 
 
-def latency_reading(args: argparse.Namespace, graphql: Run, bare: Run, raw: Run | None) -> list[str]:
-    """What bounds each path: closed-loop clients wait in line for the busiest CPU (Little's law)."""
-    api_bound = raw or graphql
-    api = api_bound.cpu.get("api", 0.0) / max(api_bound.count, 1)
-    if not api:
+def goal_latency_rows(results: Results, graphql: Run, bare: Run) -> list[str]:
+    """The latency goal: the interleaved minimal-client GraphQL run against the bare run, rounds pooled."""
+    args = results.args
+    ratio50, ratio99 = graphql.p(50) / bare.p(50), graphql.p(99) / bare.p(99)
+    rows = [
+        f"| `residents(first: 20)` at {args.concurrency} clients, GraphQL (minimal HTTP client) vs bare "
+        f"asyncpg, {graphql.count:,} requests each in {len(results.rounds)} interleaved rounds, p50 "
+        f"| {ms(graphql.p(50), 2)} vs {ms(bare.p(50), 2)}: **{ratio50:.2f}×** "
+        f"(per round: {round_ratios(results.rounds)}) | ≤ 3× | {verdict(ratio50 <= GOAL_LATENCY_RATIO)} |",
+        f"| the same, p99 | {ms(graphql.p(99), 2)} vs {ms(bare.p(99), 2)}: **{ratio99:.2f}×** | ≤ 3× | "
+        f"{verdict(ratio99 <= GOAL_LATENCY_RATIO)} |",
+    ]
+    driven = results.graphql_httpx
+    if driven:
+        rows.append(
+            f"| the same GraphQL requests driven by httpx, one run after the rounds (includes httpx's own "
+            f"CPU per request), p50 / p99 against the pooled bare run | {ms(driven.p(50), 2)} / "
+            f"{ms(driven.p(99), 2)}: {driven.p(50) / bare.p(50):.2f}× / {driven.p(99) / bare.p(99):.2f}× "
+            f"| not counted | – |"
+        )
+    return rows
+
+
+def round_ratios(rounds: Sequence[Round]) -> str:
+    ratios = [r.ratio for r in rounds]
+    return f"median {statistics.median(ratios):.2f}×, range {min(ratios):.2f}–{max(ratios):.2f}×"
+
+
+def latency_section(results: Results, graphql: Run, bare: Run) -> list[str]:
+    args = results.args
+    per_process = results.api_pool_size
+    connections = per_process * args.api_workers
+    processes = "one process" if args.api_workers == 1 else f"{args.api_workers} processes"
+    warmup_wall = results.warmup.wall if results.warmup else 0.0
+    lines = [
+        "### `residents(first: 20)` latency",
+        "",
+        f"{args.requests:,} requests for random institutions, the same sequence for both paths, in "
+        f"{len(results.rounds)} rounds: in each round a chunk of them went through GraphQL and the same "
+        f"chunk through bare asyncpg right after it, GraphQL first in odd rounds and bare asyncpg first in "
+        f"even ones, with the API up and the bare pool open throughout, so that both paths are measured "
+        f"within the same few seconds; the rounds one by one, below, show how much they still differ. "
+        f"Latencies are pooled over the rounds per path. Before the rounds, a warm-up pass served every "
+        f"institution once through each path (GraphQL through httpx: {warmup_wall:.1f} s at "
+        f"{args.concurrency} clients).",
+        "",
+        f"GraphQL: `POST /graphql` with the institution's staff token, to uvicorn (uvloop, httptools) in "
+        f"{processes} with a pool of {per_process} connections each (`YIYANG_DB_POOL_SIZE={per_process}`), "
+        f"{connections} in all. Bare asyncpg: one pool of {connections} connections, the same number, "
+        f"sending the statements the API sends per request:",
+        "",
+        "```sql",
+        "BEGIN;",
+        'SET LOCAL search_path TO "t_…", shared;',
+        f"{results.select_sql};  -- prepared, ${{1}} = {args.page_size + 1}"
+        if "$1" in results.select_sql
+        else f"{results.select_sql};",
+        "COMMIT;",
+        "-- and, as asyncpg's pool releases the connection (on both paths):",
+        "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;",
+        "```",
+        "",
+        "(Checked with `log_statement = 'all'`. On a miss of its 30 s tenant directory cache, the API "
+        "also reads the institution from `shared.institution` before the unit of work.)",
+        "",
+        *instrument_note(results, graphql),
+        "| path | clients | requests | p50 | p90 | p99 | max | throughput | CPU per request: "
+        "client / API / PostgreSQL | failed |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, result, clients in (
+        ("GraphQL, minimal HTTP client (rounds pooled)", graphql, args.concurrency),
+        ("bare asyncpg (rounds pooled)", bare, args.concurrency),
+        (
+            "GraphQL, httpx client (one run after the rounds; not counted)",
+            results.graphql_httpx,
+            args.concurrency,
+        ),
+        ("GraphQL, minimal HTTP client", results.graphql_serial, 1),
+        ("bare asyncpg", results.bare_serial, 1),
+    ):
+        if result is None:
+            continue
+        cpu = " / ".join(
+            "–" if (seconds := result.cpu_per_request(side)) is None else ms(seconds, 2)
+            for side in ("client", "api", "postgres")
+        )
+        lines.append(
+            f"| {name} | {clients} | {result.count:,} | {ms(result.p(50), 2)} | {ms(result.p(90), 2)} | "
+            f"{ms(result.p(99), 2)} | {ms(max(result.latencies), 2)} | {result.throughput:,.0f}/s | "
+            f"{cpu} | {result.failures} |"
+        )
+    lines += [
+        "",
+        f"The rounds one by one ({args.concurrency} clients; per-round p50 ratio "
+        f"{round_ratios(results.rounds)}):",
+        "",
+        "| round | first | requests per path | GraphQL p50 | bare asyncpg p50 | p50 ratio |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *(
+            f"| {number} | {'GraphQL' if r.graphql_first else 'bare asyncpg'} | {r.graphql.count:,} | "
+            f"{ms(r.graphql.p(50), 2)} | {ms(r.bare.p(50), 2)} | {r.ratio:.2f}× |"
+            for number, r in enumerate(results.rounds, start=1)
+        ),
+        "",
+        *latency_reading(args, graphql, bare),
+    ]
+    failures = [sample for run in results.runs() for sample in run.failure_samples]
+    if failures:
+        lines += ["Failures (first ones):", "", *(f"- `{sample}`" for sample in failures), ""]
+    return lines
+
+
+def instrument_note(results: Results, graphql: Run) -> list[str]:
+    """Why the minimal HTTP client is the measuring instrument, in the run's own figures."""
+    minimal = graphql.cpu_per_request("client")
+    driven = results.graphql_httpx.cpu_per_request("client") if results.graphql_httpx else None
+    api = graphql.cpu_per_request("api")
+    expected = min(results.args.page_size, results.args.residents_per_institution)
+    if minimal is None or driven is None or api is None:
         return []
-    client = graphql.cpu.get("client", 0.0) / max(graphql.count, 1)
-    workers = args.api_workers
-    capacity = workers / api
-    processes = "one process serves" if workers == 1 else f"{workers} processes serve (given free cores)"
     return [
-        f"Reading: the API spent {ms(api, 2)} of CPU per request, so {processes} at most "
-        f"{capacity:,.0f} requests/s, and {args.concurrency} clients that each wait for their answer queue "
-        f"for at least {args.concurrency} / {capacity:,.0f} per s = {ms(args.concurrency / capacity)} "
-        f"(Little's law); the measured p50{' with the minimal client' if raw else ''} was "
-        f"{ms(api_bound.p(50))}. The bare path is bound by PostgreSQL and the {os.cpu_count() or 1} core(s) "
-        f"it shares with its client instead. The httpx client spent {ms(client, 2)} of CPU per request in "
-        f"one Python thread: by itself it cannot drive more than {1 / client if client else 0:,.0f} "
-        f"requests/s, on the cores the API and PostgreSQL need, hence its slower run and longer tail.",
+        f"The GraphQL requests of the rounds are sent by a minimal keep-alive HTTP/1.1 client (request bytes "
+        f"built in advance; each response checked for status 200, no errors and {expected} cursors): it "
+        f"spent {ms(minimal, 2)} of CPU per request, httpx {ms(driven, 2)} on the same requests, and the "
+        f"API {ms(api, 2)}. The client, the API and PostgreSQL share the machine's "
+        f"{os.cpu_count() or 1} cores, so a client's CPU is taken from the API and PostgreSQL: driven by "
+        f"httpx, every request also waits for httpx's CPU. That run is shown for comparison and not counted "
+        f"against the goal.",
+        "",
+    ]
+
+
+def profile_section(results: Results, profile: "Profile", graphql: Run) -> list[str]:
+    per_request = graphql.cpu_per_request("api") or 0.0
+
+    def row(name: str, share: float) -> str:
+        return f"| {name} | {share:.0%} | {ms(share * per_request, 2)} |"
+
+    return [
+        "### Where the API processes spend their CPU",
+        "",
+        f"py-spy, {profile.samples:,} samples at 200 Hz of the API processes during a further, untimed "
+        f"pass of the latency run's {results.args.requests:,} requests (minimal HTTP client, "
+        f"{results.args.concurrency} clients). The per-request figures apportion the {ms(per_request, 2)} of "
+        f"API CPU per request measured in the rounds.",
+        "",
+        "| stage of a request (inclusive; the rows marked … are parts of the row above) | share | "
+        "per request |",
+        "| --- | --- | --- |",
+        *(row(name, share) for name, share in profile.stages),
+        "",
+        "| where the CPU was (innermost frame, by package) | share | per request |",
+        "| --- | --- | --- |",
+        *(row(name, share) for name, share in profile.packages),
+        "",
+    ]
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    """An upper bound on a path's throughput (requests/s), and what sets it."""
+
+    per_second: float
+    what: str
+
+
+def ceilings(run: Run, api_workers: int) -> list[Ceiling]:
+    """The throughput a path cannot exceed given its measured CPU per request, tightest first: the cores
+    that client, API processes and PostgreSQL share; the API processes, one core each at most; the
+    client's one Python thread."""
+    cores = os.cpu_count() or 1
+    client, api = run.cpu_per_request("client"), run.cpu_per_request("api")
+    total = cpu_per_request_total(run)
+    processes = "one API process" if api_workers == 1 else f"the {api_workers} API processes"
+    found = [
+        *([Ceiling(cores / total, f"the {cores} cores they share")] if total else []),
+        *([Ceiling(api_workers / api, processes)] if api else []),
+        *([Ceiling(1 / client, "the client's one thread")] if client else []),
+    ]
+    return sorted(found, key=lambda ceiling: ceiling.per_second)
+
+
+def cpu_per_request_total(run: Run) -> float:
+    """CPU seconds per request of client, API and PostgreSQL together."""
+    return sum(run.cpu_per_request(side) or 0.0 for side in ("client", "api", "postgres"))
+
+
+def path_reading(name: str, run: Run, concurrency: int, api_workers: int) -> str | None:
+    """One path's CPU per request, the throughput ceiling it sets and the mean latency at that ceiling,
+    next to what was measured. None without CPU figures."""
+    found = ceilings(run, api_workers)
+    if not found or not run.wall:
+        return None
+    tightest, *others = found
+    spent = " + ".join(
+        f"{ms(seconds, 2)} {label}"
+        for side, label in (("client", "client"), ("api", "API"), ("postgres", "PostgreSQL"))
+        if (seconds := run.cpu_per_request(side)) is not None
+    )
+    alternatives = "; ".join(f"{ceiling.what}: {ceiling.per_second:,.0f}/s" for ceiling in others)
+    in_flight = sum(run.latencies) / run.wall
+    return (
+        f"{name}: {spent} = {ms(cpu_per_request_total(run), 2)} of CPU per request, so at most "
+        f"{tightest.per_second:,.0f} requests/s on {tightest.what} ({alternatives}), at which "
+        f"{concurrency} requests in flight take {concurrency} / {tightest.per_second:,.0f} per s = "
+        f"{ms(concurrency / tightest.per_second, 2)} on average. Measured: {run.throughput:,.0f} requests/s "
+        f"({run.throughput / tightest.per_second:.0%} of that ceiling) with {in_flight:.1f} requests in "
+        f"flight on average (fewer than {concurrency} as each round ends), so a mean of "
+        f"{ms(run.mean, 2)} (p50 {ms(run.p(50), 2)})."
+    )
+
+
+def latency_reading(args: argparse.Namespace, graphql: Run, bare: Run) -> list[str]:
+    """What bounds each path: closed-loop clients wait in line for the scarcest CPU (Little's law)."""
+    graphql_text = path_reading("GraphQL (minimal client)", graphql, args.concurrency, args.api_workers)
+    bare_text = path_reading("Bare asyncpg", bare, args.concurrency, args.api_workers)
+    if graphql_text is None or bare_text is None:
+        return []
+    return [
+        "Reading: the mean latency of clients that each wait for their answer before asking again is the "
+        "number of requests in flight over the throughput (Little's law), and the throughput is capped "
+        "by the CPU each request needs on the cores that client, API processes and PostgreSQL share "
+        f"(figures of the rounds, pooled). {graphql_text} {bare_text} Per request, GraphQL spends "
+        f"{cpu_per_request_total(graphql) / cpu_per_request_total(bare):.1f}× the CPU of bare asyncpg; "
+        f"the measured means are {graphql.mean / bare.mean:.2f}× apart, the p50s "
+        f"{graphql.p(50) / bare.p(50):.2f}×.",
         "",
     ]
 
@@ -1182,19 +1425,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL)
     parser.add_argument("--institutions", type=int, default=1500)
     parser.add_argument("--residents-per-institution", type=int, default=20)
-    parser.add_argument("--requests", type=int, default=3000, help="requests of each latency run")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=3000,
+        help="requests per path at --concurrency clients, over all rounds",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=6,
+        help="interleaved rounds the GraphQL and bare asyncpg requests are split into (default: %(default)s)",
+    )
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients")
     parser.add_argument(
         "--serial-requests", type=int, default=300, help="requests of the extra one-client runs (0: skip)"
     )
-    parser.add_argument("--pool-size", type=int, default=20, help="the API's pool and the bare asyncpg pool")
-    parser.add_argument("--page-size", type=int, default=20, help=argparse.SUPPRESS)
     parser.add_argument(
-        "--no-raw-client-check",
-        dest="raw_client_check",
-        action="store_false",
-        help="skip the extra GraphQL run driven by a minimal HTTP client instead of httpx",
+        "--pool-size",
+        type=int,
+        default=20,
+        help="connections per path: split evenly over the API processes (rounded down, at least one each); "
+        "the bare asyncpg pool holds as many as the API processes together",
     )
+    parser.add_argument("--page-size", type=int, default=20, help=argparse.SUPPRESS)
     parser.add_argument("--api-workers", type=int, default=2, help="API processes (`yiyang serve --workers`)")
     parser.add_argument(
         "--api-env",
@@ -1217,8 +1471,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    if args.institutions < 1 or args.requests < 1 or args.concurrency < 1:
-        sys.exit("--institutions, --requests and --concurrency must be positive")
+    if (
+        min(args.institutions, args.requests, args.rounds, args.concurrency, args.pool_size, args.api_workers)
+        < 1
+    ):
+        sys.exit(
+            "--institutions, --requests, --rounds, --concurrency, --pool-size and --api-workers "
+            "must be positive"
+        )
+    if args.rounds > args.requests:
+        sys.exit("--rounds must not exceed --requests")
     try:
         import uvloop
 
@@ -1231,9 +1493,7 @@ def main(argv: list[str]) -> int:
     write_section(args.output, section)
     log(f"wrote {args.output}")
     print(section)
-    runs = (results.warmup, results.graphql, results.bare, results.graphql_raw)
-    failed = sum(r.failures for r in runs if r)
-    return 1 if failed else 0
+    return 1 if any(run.failures for run in results.runs()) else 0
 
 
 __all__ = ["main"]

@@ -26,12 +26,31 @@ class Never(BasePermission):
 
 
 @strawberry.type
+class Room:
+    number: str
+    floor: int
+
+
+@strawberry.interface
+class Place:
+    label: str
+
+
+@strawberry.type
+class Garden(Place):
+    plants: int
+
+
+@strawberry.type
 class Elder:
     name: str
     nickname: str | None
     mood: Mood
     born: date
     beds: int
+    room: Room
+    previous_room: Room | None
+    garden: Garden
     secret: str = strawberry.field(default="hidden", permission_classes=[Never])
 
     @strawberry.field
@@ -41,9 +60,27 @@ class Elder:
 
 def _elders() -> list[Elder]:
     return [
-        Elder(name="王秀英", nickname=None, mood=Mood.CALM, born=date(1940, 5, 1), beds=1),
+        Elder(
+            name="王秀英",
+            nickname=None,
+            mood=Mood.CALM,
+            born=date(1940, 5, 1),
+            beds=1,
+            room=Room(number="301", floor=3),
+            previous_room=None,
+            garden=Garden(label="东园", plants=12),
+        ),
         # Wrong on purpose: a null where none may be, an enum value that is no member, a string for an Int.
-        Elder(name=None, nickname="老李", mood="angry", born=date(1938, 1, 2), beds="two"),  # type: ignore[arg-type]
+        Elder(
+            name=None,  # type: ignore[arg-type]
+            nickname="老李",
+            mood="angry",  # type: ignore[arg-type]
+            born=date(1938, 1, 2),
+            beds="two",  # type: ignore[arg-type]
+            room=Room(number=None, floor=2),  # type: ignore[arg-type]
+            previous_room=Room(number="101", floor=1),
+            garden=Garden(label="西园", plants=3),
+        ),
     ]
 
 
@@ -66,6 +103,11 @@ QUERIES = [
     "{ elders { name } }",
     "{ elders { mood } }",
     "{ elders { beds } }",
+    "{ first { room { number floor } previousRoom { number } garden { label plants } } }",
+    "{ elders { previousRoom { number floor } } }",
+    "{ elders { room { floor } } }",
+    "{ elders { room { number } } }",
+    "{ elders { nickname room { floor __typename } } }",
     "{ first { name secret } }",
     "query($yes: Boolean!) { first { name @include(if: $yes) mood @skip(if: $yes) } }",
 ]
@@ -88,5 +130,7 @@ def test_the_cases_above_include_errors() -> None:
     for field in ("name", "mood", "beds"):
         _, errors = _run(YiyangExecutionContext, f"{{ elders {{ {field} }} }}")
         assert [error["path"] for error in errors] == [["elders", 1, field]]
+    _, nested = _run(YiyangExecutionContext, "{ elders { room { number } } }")
+    assert [error["path"] for error in nested] == [["elders", 1, "room", "number"]]
     _, refused = _run(YiyangExecutionContext, "{ first { name secret } }")
     assert refused and refused[0]["message"] == "not for you"

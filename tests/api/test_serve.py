@@ -110,3 +110,29 @@ def test_port_in_use_is_a_clear_error(settings: Settings, live_server: LiveServe
         timeout=30,
     )
     assert result.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("YIYANG_API_WORKERS", "0"), ("YIYANG_API_WORKERS", "many"), ("YIYANG_DB_POOL_SIZE", "-3")],
+)
+def test_bad_configuration_is_refused_before_serving(settings: Settings, variable: str, value: str) -> None:
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        variable: value,
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "api.cli", "serve", "--port", str(_free_port())],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == f"configuration: {variable} must be a whole number of at least 1, not {value!r}"
+    )
