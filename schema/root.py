@@ -4,11 +4,11 @@ import logging
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import AddValidationRules, MaxTokensLimiter, ParserCache, ValidationCache
 from strawberry.extensions.max_aliases import create_validator as alias_limit_rule
 from strawberry.extensions.query_depth_limiter import create_validator as depth_limit_rule
 from strawberry.types import ExecutionContext
 
+from schema.document_limits import DocumentLimits, DocumentLimitsAndCache
 from schema.execution import YiyangExecutionContext
 from schema.institutions import InstitutionMutations, InstitutionQueries
 from schema.residents import ResidentMutations, ResidentQueries
@@ -20,6 +20,12 @@ MAX_ALIASES = 30
 
 log = logging.getLogger("yiyang.graphql")
 LIMIT_RULES = [depth_limit_rule(MAX_DEPTH, None, None), alias_limit_rule(MAX_ALIASES)]
+
+
+class RequestDocumentLimits(DocumentLimitsAndCache):
+    # Clients send the same few documents over and over: parse and validate each once. The validation
+    # cache is keyed by the rule classes too, hence the limit rules built once above.
+    limits = DocumentLimits(max_tokens=MAX_TOKENS, rules=LIMIT_RULES, cache_size=512)
 
 
 @strawberry.type
@@ -56,12 +62,6 @@ def build_schema() -> strawberry.Schema:
         query=Query,
         mutation=Mutation,
         execution_context_class=YiyangExecutionContext,
-        extensions=[
-            lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-            lambda: AddValidationRules(LIMIT_RULES),
-            # Clients send the same few documents over and over: parse and validate each once. The
-            # cache is keyed by the rule classes too, hence the limit rules built once above.
-            lambda: ParserCache(maxsize=512),
-            lambda: ValidationCache(maxsize=512),
-        ],
+        # The class itself: strawberry constructs a bare instance per request; the caches live in `limits`.
+        extensions=[RequestDocumentLimits],
     )

@@ -4,6 +4,7 @@ import asyncio
 import math
 import time
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tenants.context import TenantRef
@@ -100,7 +101,13 @@ class TenantDirectory:
     is not asked again for `miss_ttl_seconds`. A suspended institution is refused within `ttl_seconds`.
     """
 
-    def __init__(self, ttl_seconds: float = 30.0, miss_ttl_seconds: float = 2.0) -> None:
+    def __init__(
+        self,
+        ttl_seconds: float = 30.0,
+        miss_ttl_seconds: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clock = clock
         self._ttl = ttl_seconds
         self._miss_ttl = miss_ttl_seconds
         self._active: dict[int, TenantRef] = {}
@@ -111,7 +118,7 @@ class TenantDirectory:
         self.registry_queries = 0  # every query of the registry, whole reads included
 
     async def resolve(self, institution_id: int) -> TenantRef:
-        if time.monotonic() >= self._expires:
+        if self._clock() >= self._expires:
             await self._reread()
         ref = self._active.get(institution_id)
         if ref is None:
@@ -120,17 +127,17 @@ class TenantDirectory:
 
     async def _reread(self) -> None:
         async with self._reading:
-            if time.monotonic() < self._expires:
+            if self._clock() < self._expires:
                 return  # another request re-read while we waited
             active = await Institution.filter(status=InstitutionStatus.ACTIVE)
             self.registry_reads += 1
             self.registry_queries += 1
             self._active = {institution.id: tenant_ref(institution) for institution in active}
             self._misses.clear()
-            self._expires = time.monotonic() + self._ttl
+            self._expires = self._clock() + self._ttl
 
     async def _look_up(self, institution_id: int) -> TenantRef:
-        now = time.monotonic()
+        now = self._clock()
         if self._misses.get(institution_id, -math.inf) > now:
             raise NotFound("Institution not found or not active.")
         institution = await Institution.get_or_none(id=institution_id, status=InstitutionStatus.ACTIVE)
