@@ -40,7 +40,7 @@ class _PlainLeaf:
     nullable: bool
 
 
-_NOT_PLAIN = object()  # what _PlainLeaf.value answers when graphql-core's path must decide
+_NOT_PLAIN = object()  # what the short path answers when graphql-core's path must decide
 
 
 def _value(leaf: _PlainLeaf, source: Any) -> Any:
