@@ -17,6 +17,7 @@ from api.health import healthz
 from api.metrics import Metrics
 from api.middleware import BodySizeLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
 from api.settings import Settings
+from api.wellknown import jwks, openid_configuration
 from schema.root import build_schema
 from tenants.db import PoolSettings, close_database, open_database, pool_usage
 from tenants.registry import TenantDirectory
@@ -58,6 +59,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/graphql", graphql, methods=["GET", "POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/.well-known/jwks.json", jwks, methods=["GET"]),
+            Route("/.well-known/openid-configuration", openid_configuration, methods=["GET"]),
             Mount("/", StaticFiles(directory=_static_root(settings), html=True), name="web"),
         ],
         middleware=[

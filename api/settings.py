@@ -4,9 +4,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from compliance.identity.keys import RootKeyError, root_key_from_environ
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _DEVELOPMENT_TOKEN_SECRET = "yiyang-development-only-token-secret-0123456789"
+DEFAULT_ISSUER = "http://127.0.0.1:8000"
 
 
 class ConfigurationError(RuntimeError):
@@ -22,6 +26,7 @@ class Settings:
     max_body_bytes: int = 1_048_576
     pool_max_size: int = 20
     web_root: Path = REPO_ROOT / "web"
+    issuer: str = DEFAULT_ISSUER  # the OAuth2 issuer: `iss` of access tokens, base of the discovery URLs
 
     @property
     def development(self) -> bool:
@@ -40,6 +45,10 @@ class Settings:
             secret = _DEVELOPMENT_TOKEN_SECRET
         if len(secret) < 32:
             raise ConfigurationError("YIYANG_TOKEN_SECRET must be at least 32 characters")
+        try:
+            root_key_from_environ(environ)  # refused at start rather than at the first token
+        except RootKeyError as problem:
+            raise ConfigurationError(str(problem)) from None
         return cls(
             database_url=environ["DATABASE_URL"],
             redis_url=environ["REDIS_URL"],
@@ -47,7 +56,20 @@ class Settings:
             token_secret=secret,
             max_body_bytes=positive_int_setting(environ, "YIYANG_MAX_BODY_BYTES", 1_048_576),
             pool_max_size=positive_int_setting(environ, "YIYANG_DB_POOL_SIZE", 20),
+            issuer=issuer_setting(environ.get("YIYANG_ISSUER", DEFAULT_ISSUER), environment),
         )
+
+
+def issuer_setting(given: str, environment: str) -> str:
+    """An issuer identifier as RFC 8414 §2 wants it: a URL without query or fragment, https in production."""
+    url = urlsplit(given)
+    schemes = {"https"} if environment == "production" else {"https", "http"}
+    if url.scheme not in schemes or not url.netloc or url.query or url.fragment or given.endswith("/"):
+        raise ConfigurationError(
+            f"YIYANG_ISSUER must be an {' or '.join(sorted(schemes))} URL without query, fragment or"
+            f" trailing slash, not {given!r}"
+        )
+    return given
 
 
 def positive_int_setting(environ: Mapping[str, str], name: str, default: int) -> int:

@@ -13,7 +13,14 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tenants.schema_names import SHARED_SCHEMA
 
 ORM_APPS = {
-    "shared": {"models": ["tenants.models"], "default_connection": "default"},
+    "shared": {
+        "models": [
+            "tenants.models",
+            "compliance.identity.account_models",
+            "compliance.identity.signing_key_model",
+        ],
+        "default_connection": "default",
+    },
     "tenant": {"models": ["care.models"], "default_connection": "default"},
 }
 

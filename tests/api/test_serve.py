@@ -136,3 +136,25 @@ def test_bad_configuration_is_refused_before_serving(settings: Settings, variabl
         result.stderr.strip()
         == f"configuration: {variable} must be a whole number of at least 1, not {value!r}"
     )
+
+
+def test_production_without_a_root_key_is_refused(settings: Settings) -> None:
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "YIYANG_ENV": "production",
+        "YIYANG_TOKEN_SECRET": "s" * 40,
+        "YIYANG_ISSUER": "https://api.yiyang.example",
+    }
+    env.pop("YIYANG_ROOT_KEY", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "api.cli", "serve", "--port", str(_free_port())],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "configuration: YIYANG_ROOT_KEY is required in production"

@@ -1,0 +1,1 @@
+"""Identity: accounts, passwords, memberships and sign-in of the people who use Yiyang."""
