@@ -16,6 +16,7 @@ from api.graphql import GraphQLEndpoint, GraphQLView
 from api.health import healthz
 from api.metrics import Metrics
 from api.middleware import BodySizeLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
+from api.oauth import TOKEN_PATH, token_endpoint
 from api.settings import Settings
 from api.wellknown import jwks, openid_configuration
 from schema.root import build_schema
@@ -61,6 +62,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/.well-known/jwks.json", jwks, methods=["GET"]),
             Route("/.well-known/openid-configuration", openid_configuration, methods=["GET"]),
+            # Other methods reach the endpoint too: it refuses them in RFC 6749 JSON, not a plain 405.
+            Route(TOKEN_PATH, token_endpoint, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
             Mount("/", StaticFiles(directory=_static_root(settings), html=True), name="web"),
         ],
         middleware=[

@@ -7,6 +7,9 @@ from enum import StrEnum
 class PrincipalKind(StrEnum):
     STAFF = "staff"
     OPERATOR = "operator"
+    # An OAuth2 client acting for its institution (client credentials): no roles, so the policy grants
+    # it nothing until it learns about scopes.
+    INTEGRATOR = "integrator"
 
 
 class StaffRole(StrEnum):

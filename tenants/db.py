@@ -18,6 +18,7 @@ ORM_APPS = {
             "tenants.models",
             "compliance.identity.account_models",
             "compliance.identity.signing_key_model",
+            "compliance.identity.client_models",
         ],
         "default_connection": "default",
     },

@@ -25,6 +25,7 @@ from compliance.identity.keys import (
     ALGORITHM,
     CLOCK_SKEW_SECONDS,
     MAX_ACCESS_TOKEN_LIFETIME_SECONDS,
+    ActiveKey,
     SigningKeys,
     process_signing_keys,
 )
@@ -172,7 +173,8 @@ class AccessTokenClaims:
             )
         except (ValueError, TypeError, KeyError):
             raise InvalidAccessToken(RefusalReason.INVALID_CLAIM) from None
-        if parsed.kind is PrincipalKind.STAFF and parsed.institution_id is None and parsed.chain_id is None:
+        bound = parsed.institution_id is not None or parsed.chain_id is not None
+        if parsed.kind in (PrincipalKind.STAFF, PrincipalKind.INTEGRATOR) and not bound:
             raise InvalidAccessToken(RefusalReason.INVALID_CLAIM)
         return parsed
 
@@ -197,10 +199,14 @@ def _optional_id(value: object) -> int | None:
     return value  # type: ignore[return-value]
 
 
+def encode_access_token(claims: AccessTokenClaims, key: ActiveKey) -> str:
+    """Sign `claims` with `key` (no I/O: for callers that fetched the active key beforehand)."""
+    header = {"alg": ALGORITHM, "typ": TOKEN_TYPE, "kid": key.kid}
+    return jwt.encode(header, claims.to_jwt(), key.private_key, algorithms=[ALGORITHM])
+
+
 async def sign_access_token(claims: AccessTokenClaims, *, keys: SigningKeys | None = None) -> str:
-    active = await (keys or process_signing_keys()).signing_key()
-    header = {"alg": ALGORITHM, "typ": TOKEN_TYPE, "kid": active.kid}
-    return jwt.encode(header, claims.to_jwt(), active.private_key, algorithms=[ALGORITHM])
+    return encode_access_token(claims, await (keys or process_signing_keys()).signing_key())
 
 
 async def issue_access_token(
