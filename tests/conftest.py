@@ -164,6 +164,16 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+class ManualClock:
+    """A time source that moves only when a test moves it: TTLs and windows tested without sleeping."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @dataclass(frozen=True)
 class LiveServer:
     base_url: str

@@ -112,18 +112,11 @@ def test_port_in_use_is_a_clear_error(settings: Settings, live_server: LiveServe
     assert result.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
 
 
-@pytest.mark.parametrize(
-    ("variable", "value"),
-    [("YIYANG_API_WORKERS", "0"), ("YIYANG_API_WORKERS", "many"), ("YIYANG_DB_POOL_SIZE", "-3")],
-)
-def test_bad_configuration_is_refused_before_serving(settings: Settings, variable: str, value: str) -> None:
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        variable: value,
-    }
-    result = subprocess.run(
+def _refused(settings: Settings, **variables: str) -> subprocess.CompletedProcess[str]:
+    """`yiyang serve` with the test servers and `variables` on top of the environment; it must not serve."""
+    env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url, **variables}
+    env = {name: value for name, value in env.items() if value}  # an empty value: the variable unset
+    return subprocess.run(
         [sys.executable, "-m", "api.cli", "serve", "--port", str(_free_port())],
         cwd=REPO_ROOT,
         env=env,
@@ -131,6 +124,14 @@ def test_bad_configuration_is_refused_before_serving(settings: Settings, variabl
         text=True,
         timeout=30,
     )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("YIYANG_API_WORKERS", "0"), ("YIYANG_API_WORKERS", "many"), ("YIYANG_DB_POOL_SIZE", "-3")],
+)
+def test_bad_configuration_is_refused_before_serving(settings: Settings, variable: str, value: str) -> None:
+    result = _refused(settings, **{variable: value})
     assert result.returncode == 2
     assert (
         result.stderr.strip()
@@ -139,22 +140,12 @@ def test_bad_configuration_is_refused_before_serving(settings: Settings, variabl
 
 
 def test_production_without_a_root_key_is_refused(settings: Settings) -> None:
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "YIYANG_ENV": "production",
-        "YIYANG_TOKEN_SECRET": "s" * 40,
-        "YIYANG_ISSUER": "https://api.yiyang.example",
-    }
-    env.pop("YIYANG_ROOT_KEY", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "api.cli", "serve", "--port", str(_free_port())],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
+    result = _refused(
+        settings,
+        YIYANG_ENV="production",
+        YIYANG_TOKEN_SECRET="s" * 40,
+        YIYANG_ISSUER="https://api.yiyang.example",
+        YIYANG_ROOT_KEY="",
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "configuration: YIYANG_ROOT_KEY is required in production"

@@ -4,13 +4,11 @@ import asyncio
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from argon2 import PasswordHasher, Type
 from redis.asyncio import Redis
 
-from api.settings import Settings
 from compliance.identity import passwords
 from compliance.identity.account_models import (
     AccountKind,
@@ -44,35 +42,13 @@ from compliance.identity.passwords import check_password_policy, hash_password, 
 from compliance.principals import PrincipalKind, StaffRole
 from tenants.errors import Conflict, InvalidInput, NotFound, Unauthenticated, ValidationFailed
 from tenants.models import Institution
-from tests.conftest import World
+from tests.conftest import ManualClock, World
 
 PASSWORD = "lanterns-over-the-river"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(settings.redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def throttle(redis: Redis, clock: Clock) -> LoginThrottle:
+def throttle(redis: Redis, clock: ManualClock) -> LoginThrottle:
     return LoginThrottle(redis, prefix=f"test:{uuid.uuid4().hex}", policy=ThrottlePolicy(), clock=clock)
 
 
@@ -208,7 +184,7 @@ async def test_a_hash_with_old_parameters_is_upgraded_at_sign_in(
 
 
 async def test_a_locked_login_is_refused_even_with_the_right_password_then_recovers(
-    app: object, throttle: LoginThrottle, clock: Clock
+    app: object, throttle: LoginThrottle, clock: ManualClock
 ) -> None:
     account = await new_account()
     lockouts = []

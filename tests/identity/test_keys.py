@@ -31,25 +31,19 @@ from compliance.identity.keys import (
 )
 from compliance.identity.signing_key_model import SigningKey
 from compliance.principals import Principal, PrincipalKind, StaffRole
+from tests.conftest import ManualClock
 
 ISSUER = "https://yiyang.test"
+
 STAFF = Principal("staff-7", PrincipalKind.STAFF, institution_id=7, roles=frozenset({StaffRole.NURSE}))
 ROOT_KEY = root_key_from_environ({})
 
 
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-async def clock(app: object) -> Clock:
+async def clock(app: object) -> ManualClock:
     """A clock for the key caches of a test, over an empty key table."""
     await SigningKey.all().delete()
-    return Clock(float(int(time.time())))
+    return ManualClock(float(int(time.time())))
 
 
 def rfc7638_thumbprint(jwk: dict[str, str]) -> str:
@@ -89,7 +83,7 @@ def test_sealed_private_key_opens_only_with_its_root_key_and_kid() -> None:
         open_private_key(ROOT_KEY, "kid-b", sealed)
 
 
-async def test_one_key_is_created_and_stored_sealed(clock: Clock) -> None:
+async def test_one_key_is_created_and_stored_sealed(clock: ManualClock) -> None:
     first, second = SigningKeys(ROOT_KEY, clock=clock), SigningKeys(ROOT_KEY, clock=clock)
     kids = await asyncio.gather(first.ensure_active_key(), second.ensure_active_key())
     assert kids[0] == kids[1]
@@ -103,13 +97,13 @@ async def test_one_key_is_created_and_stored_sealed(clock: Clock) -> None:
     assert (await first.signing_key()).kid == kids[0]
 
 
-async def test_reading_keys_creates_the_first_one(clock: Clock) -> None:
+async def test_reading_keys_creates_the_first_one(clock: ManualClock) -> None:
     keys = SigningKeys(ROOT_KEY, clock=clock)
     assert len(await keys.published_keys()) == 1
     assert (await keys.signing_key()).kid == (await keys.published_keys())[0]["kid"]
 
 
-async def test_rotation_overlaps_old_and_new_keys(clock: Clock) -> None:
+async def test_rotation_overlaps_old_and_new_keys(clock: ManualClock) -> None:
     keys = SigningKeys(ROOT_KEY, clock=clock)
     old_kid = await keys.ensure_active_key()
     old_token = await issue_access_token(STAFF, issuer=ISSUER, client_id="spa", keys=keys, now=clock.now)
@@ -132,7 +126,7 @@ async def test_rotation_overlaps_old_and_new_keys(clock: Clock) -> None:
         issuer=ISSUER,
         client_id="spa",
         lifetime_seconds=600,
-        keys=SigningKeys(ROOT_KEY, clock=Clock(clock.now - 0.5)),
+        keys=SigningKeys(ROOT_KEY, clock=ManualClock(clock.now - 0.5)),
         now=clock.now - 1,
     )
     clock.now += RETIRE_AFTER_SECONDS - 2
@@ -150,7 +144,7 @@ async def test_rotation_overlaps_old_and_new_keys(clock: Clock) -> None:
     ).subject == "staff-7"
 
 
-async def test_cached_copy_drops_a_key_at_its_retirement_not_at_its_next_read(clock: Clock) -> None:
+async def test_cached_copy_drops_a_key_at_its_retirement_not_at_its_next_read(clock: ManualClock) -> None:
     keys = SigningKeys(ROOT_KEY, ttl_seconds=3600, clock=clock)  # a copy that is never re-read here
     old_kid = await keys.ensure_active_key()
     await keys.rotate()
@@ -164,7 +158,7 @@ async def test_cached_copy_drops_a_key_at_its_retirement_not_at_its_next_read(cl
     assert keys.table_reads == reads
 
 
-async def test_two_processes_agree_within_the_cache_ttl(clock: Clock) -> None:
+async def test_two_processes_agree_within_the_cache_ttl(clock: ManualClock) -> None:
     rotating, other = SigningKeys(ROOT_KEY, clock=clock), SigningKeys(ROOT_KEY, clock=clock)
     old_kid = await rotating.ensure_active_key()
     assert (await other.signing_key()).kid == old_kid  # `other` has read the table now
@@ -184,7 +178,7 @@ async def test_two_processes_agree_within_the_cache_ttl(clock: Clock) -> None:
 
 
 async def test_jwks_endpoint_publishes_the_keys_that_verify_our_tokens(
-    client: httpx.AsyncClient, clock: Clock, monkeypatch: pytest.MonkeyPatch
+    client: httpx.AsyncClient, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(keys_module, "_process_keys", None)  # this process's cache, over the emptied table
     response = await client.get("/.well-known/jwks.json")
@@ -236,9 +230,11 @@ def test_issuer_setting_is_checked() -> None:
         Settings.from_environ({**production, "YIYANG_ISSUER": "http://id.yiyang.cn"})
 
 
-async def test_a_process_whose_clock_is_behind_uses_the_first_key_and_makes_no_second(clock: Clock) -> None:
+async def test_a_process_whose_clock_is_behind_uses_the_first_key_and_makes_no_second(
+    clock: ManualClock,
+) -> None:
     ahead = SigningKeys(ROOT_KEY, clock=clock)
-    behind = SigningKeys(ROOT_KEY, clock=Clock(clock.now - 2))
+    behind = SigningKeys(ROOT_KEY, clock=ManualClock(clock.now - 2))
     kid = await ahead.ensure_active_key()
     assert [k["kid"] for k in await behind.published_keys()] == [kid]
     assert (await behind.signing_key()).kid == kid

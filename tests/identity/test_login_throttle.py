@@ -2,41 +2,18 @@
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
 
-from api.settings import Settings
 from compliance.identity.login_throttle import Attempt, Lockout, LockScope, LoginThrottle, ThrottlePolicy
+from tests.conftest import ManualClock
 
 POLICY = ThrottlePolicy(account_failures=5, address_failures=20, window_seconds=900, lockout_seconds=900)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(settings.redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def throttle(redis: Redis, clock: Clock) -> LoginThrottle:
+def throttle(redis: Redis, clock: ManualClock) -> LoginThrottle:
     return LoginThrottle(redis, prefix=f"test:{uuid.uuid4().hex}", policy=POLICY, clock=clock)
 
 
@@ -47,7 +24,7 @@ async def fail(throttle: LoginThrottle, login: str, address: str = "10.0.0.1") -
 
 
 async def test_the_fifth_failure_locks_the_login_for_the_lockout(
-    throttle: LoginThrottle, clock: Clock
+    throttle: LoginThrottle, clock: ManualClock
 ) -> None:
     for _ in range(4):
         assert await fail(throttle, "a@example.com") is None
@@ -59,7 +36,9 @@ async def test_the_fifth_failure_locks_the_login_for_the_lockout(
     assert isinstance(await throttle.reserve("a@example.com", "10.0.0.1"), Attempt)
 
 
-async def test_failures_older_than_the_window_no_longer_count(throttle: LoginThrottle, clock: Clock) -> None:
+async def test_failures_older_than_the_window_no_longer_count(
+    throttle: LoginThrottle, clock: ManualClock
+) -> None:
     for _ in range(4):
         assert await fail(throttle, "a@example.com") is None
         clock.now += 100
@@ -79,7 +58,7 @@ async def test_success_forgets_the_failures_of_the_login(throttle: LoginThrottle
 
 
 async def test_an_address_is_refused_after_its_limit_whatever_the_logins(
-    throttle: LoginThrottle, clock: Clock
+    throttle: LoginThrottle, clock: ManualClock
 ) -> None:
     for number in range(20):
         assert await fail(throttle, f"user{number}@example.com", "10.9.9.9") is None

@@ -7,7 +7,7 @@ import pytest
 from tenants.errors import NotFound
 from tenants.models import Institution, InstitutionStatus
 from tenants.registry import NewInstitution, TenantDirectory, provision_institution
-from tests.conftest import World
+from tests.conftest import ManualClock, World
 
 
 async def test_one_read_serves_every_institution(world: World) -> None:
@@ -28,16 +28,8 @@ async def test_institution_provisioned_after_the_read_is_found_at_once(world: Wo
     assert (await directory.resolve(created.id)).schema_name == created.schema_name
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_unknown_ids_are_refused_and_not_asked_again_at_once(world: World) -> None:
-    clock = Clock()
+    clock = ManualClock()
     directory = TenantDirectory(miss_ttl_seconds=2, clock=clock)
     await directory.resolve(world.institution_ids[0])
     created = await provision_institution(NewInstitution(name="稍后启用", region_code="test-east"))
@@ -53,7 +45,7 @@ async def test_unknown_ids_are_refused_and_not_asked_again_at_once(world: World)
 
 
 async def test_suspension_takes_effect_within_the_ttl(world: World) -> None:
-    clock = Clock()
+    clock = ManualClock()
     directory = TenantDirectory(ttl_seconds=30, clock=clock)
     created = await provision_institution(NewInstitution(name="将停用", region_code="test-east"))
     await directory.resolve(created.id)
