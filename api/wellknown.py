@@ -21,21 +21,18 @@ async def jwks(request: Request) -> JSONResponse:
 
 
 def discovery_document(issuer: str) -> dict[str, object]:
-    """RFC 8414 authorization-server metadata; it names only endpoints and methods that exist or are
-    being built in the identity issue (no ID tokens, so no OpenID-only fields)."""
+    """RFC 8414 authorization-server metadata naming only what exists: the authorization endpoint, the
+    code and refresh grants and revocation join it when they are built (no ID tokens, so no OpenID
+    fields). `response_types_supported` is required by RFC 8414; empty until there is an authorization
+    endpoint."""
     return {
         "issuer": issuer,
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
-        "authorization_endpoint": f"{issuer}/oauth/authorize",
         "token_endpoint": f"{issuer}/oauth/token",
-        "revocation_endpoint": f"{issuer}/oauth/revoke",
-        "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
-        "response_types_supported": ["code"],
-        "code_challenge_methods_supported": ["S256"],
-        # Confidential clients (integrators) authenticate with HTTP Basic; the SPA is a public client
-        # ("none") that proves possession of its code with PKCE.
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "none"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "none"],
+        "grant_types_supported": ["client_credentials"],
+        "response_types_supported": [],
+        # Confidential clients (integrators) authenticate with HTTP Basic, or with the form fields.
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
     }
 
 

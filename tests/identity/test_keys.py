@@ -204,14 +204,10 @@ async def test_discovery_document_names_the_endpoints(client: httpx.AsyncClient)
     assert response.json() == {
         "issuer": issuer,
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
-        "authorization_endpoint": f"{issuer}/oauth/authorize",
         "token_endpoint": f"{issuer}/oauth/token",
-        "revocation_endpoint": f"{issuer}/oauth/revoke",
-        "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
-        "response_types_supported": ["code"],
-        "code_challenge_methods_supported": ["S256"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "none"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "none"],
+        "grant_types_supported": ["client_credentials"],
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
     }
 
 
