@@ -57,6 +57,7 @@ from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
 from authlib.oauth2.rfc6749.util import scope_to_list
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from tortoise.expressions import Q
 
 from api.settings import Settings
 from compliance.identity.access_tokens import AccessTokenClaims, encode_access_token
@@ -64,6 +65,7 @@ from compliance.identity.client_models import ClientKind, OAuthClient
 from compliance.identity.clients import client_secret_matches
 from compliance.identity.keys import ActiveKey, process_signing_keys
 from compliance.principals import Principal, PrincipalKind
+from tenants.models import InstitutionStatus
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +263,12 @@ async def _load_clients(client_ids: set[str]) -> dict[str, OAuthClient]:
     wanted = [cid for cid in client_ids if 0 < len(cid) <= _CLIENT_ID_MAX]
     if not wanted:
         return {}
-    rows = await OAuthClient.filter(client_id__in=wanted, revoked_at__isnull=True)
+    # A client of a suspended institution is refused like a revoked one: it must not act there.
+    rows = await OAuthClient.filter(
+        Q(institution_id__isnull=True) | Q(institution__status=InstitutionStatus.ACTIVE),
+        client_id__in=wanted,
+        revoked_at__isnull=True,
+    )
     return {row.client_id: row for row in rows}
 
 

@@ -23,7 +23,7 @@ from compliance.identity.clients import (
 )
 from compliance.principals import PrincipalKind
 from tenants.errors import InvalidInput, NotFound
-from tenants.models import Chain
+from tenants.models import Chain, Institution, InstitutionStatus
 from tests.conftest import LiveServer, World
 
 TOKEN = "/oauth/token"
@@ -163,6 +163,22 @@ async def test_wrong_secret_unknown_and_revoked_clients_get_invalid_client(
 
     no_auth = await client.post(TOKEN, content="grant_type=client_credentials", headers=FORM)
     assert_oauth_error(no_auth, 401, "invalid_client")
+
+
+async def test_clients_of_a_suspended_institution_are_refused(
+    client: httpx.AsyncClient, integrator: CreatedClient, world: World
+) -> None:
+    institution = world.institution_ids[3]
+    assert (await token_request(client, integrator)).status_code == 200
+    await Institution.filter(id=institution).update(status=InstitutionStatus.SUSPENDED)
+    try:
+        refused = await token_request(client, integrator)
+        wrong = await token_request(client, integrator, secret="not-the-secret")
+    finally:
+        await Institution.filter(id=institution).update(status=InstitutionStatus.ACTIVE)
+    assert_oauth_error(refused, 401, "invalid_client")
+    assert refused.json() == wrong.json()
+    assert (await token_request(client, integrator)).status_code == 200
 
 
 async def test_scope_beyond_the_grant_is_refused(
