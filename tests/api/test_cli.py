@@ -57,3 +57,23 @@ def test_token_command_issues_a_working_token(settings: Settings, world: World) 
     assert issued.returncode == 0, issued.stderr
     principal = verify_dev_token(TOKEN_SECRET, issued.stdout.strip())
     assert principal.institution_id == world.institution_ids[0] and principal.roles == {StaffRole.NURSE}
+
+
+def test_clients_create_then_revoke(settings: Settings, world: World) -> None:
+    created = yiyang(
+        settings,
+        "clients", "create", "--name", "智能床垫", "--institution", str(world.institution_ids[2]),
+        "--scope", "residents:read", "--scope", "vitals:write",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    fields = dict(line.split("\t") for line in created.stdout.strip().splitlines())
+    assert set(fields) == {"client_id", "client_secret"} and len(fields["client_secret"]) >= 43
+
+    unknown_scope = yiyang(
+        settings, "clients", "create", "--name", "x", "--institution", "1", "--scope", "everything"
+    )
+    assert unknown_scope.returncode == 2 and "Traceback" not in unknown_scope.stderr
+
+    assert yiyang(settings, "clients", "revoke", fields["client_id"]).returncode == 0
+    missing = yiyang(settings, "clients", "revoke", "no-such-client")
+    assert missing.returncode == 2 and missing.stderr.strip() == "no client no-such-client"
