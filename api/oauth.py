@@ -33,7 +33,6 @@ answered `server_error` without detail.
 
 import base64
 import binascii
-import dataclasses
 import logging
 import time
 from collections import defaultdict
@@ -212,6 +211,7 @@ class _TokenServer(AuthorizationServer):
             subject=f"client:{row.client_id}",
             kind=PrincipalKind.INTEGRATOR,
             institution_id=row.institution_id,
+            chain_id=row.chain_id,
         )
         claims = AccessTokenClaims.for_principal(
             principal,
@@ -221,10 +221,6 @@ class _TokenServer(AuthorizationServer):
             lifetime_seconds=CLIENT_CREDENTIALS_LIFETIME_SECONDS,
             now=time.time(),
         )
-        if row.chain_id is not None:
-            # Principal cannot carry a chain yet; the claim can, and the API refuses such a token
-            # until Principal can (AccessTokenClaims.principal()).
-            claims = dataclasses.replace(claims, chain_id=row.chain_id)
         log.info("access token issued: client %s, jti %s", row.client_id, claims.token_id)
         return {
             "access_token": encode_access_token(claims, self._key),

@@ -22,6 +22,8 @@ from compliance.principals import Principal, PrincipalKind, StaffRole
 
 TOKEN_SECRET = "test-token-secret-" + "x" * 32
 WORLD_INSTITUTIONS = 20
+WORLD_REGIONS = (("test-east", "华东测试区"), ("test-west", "西部测试区"))
+WORLD_CHAINS = ("测试连锁", "另一连锁")
 RESIDENTS_PER_INSTITUTION = 6
 
 
@@ -129,13 +131,21 @@ async def world(app: object) -> World:
     )
     from tenants.unit_of_work import run_in_tenant
 
-    await get_or_create_region("test-east", "华东测试区")
-    await get_or_create_chain("测试连锁")
+    # Two chains and two regions, so that "another chain's director" and "another region's supervisor"
+    # exist: even institutions are in 测试连锁 and test-east, odd ones in 另一连锁 and test-west.
+    for code, name in WORLD_REGIONS:
+        await get_or_create_region(code, name)
+    for chain in WORLD_CHAINS:
+        await get_or_create_chain(chain)
     ids: list[int] = []
     names: dict[int, list[str]] = {}
     for number in range(WORLD_INSTITUTIONS):
         institution = await provision_institution(
-            NewInstitution(name=f"测试养老院{number:02d}", region_code="test-east", chain_name="测试连锁")
+            NewInstitution(
+                name=f"测试养老院{number:02d}",
+                region_code=WORLD_REGIONS[number % 2][0],
+                chain_name=WORLD_CHAINS[number % 2],
+            )
         )
         ids.append(institution.id)
         admitted = [f"长者{number:02d}-{k}" for k in range(RESIDENTS_PER_INSTITUTION)]

@@ -29,7 +29,7 @@ from compliance.identity.keys import (
     SigningKeys,
     process_signing_keys,
 )
-from compliance.principals import Principal, PrincipalKind, StaffRole
+from compliance.principals import ChainRole, Principal, PrincipalKind, StaffRole
 from tenants.errors import Unauthenticated
 
 log = logging.getLogger(__name__)
@@ -85,9 +85,10 @@ class AccessTokenClaims:
     token_id: str
     scope: frozenset[str] = frozenset()
     institution_id: int | None = None
-    # Integrators and chain staff act for a chain; Principal cannot carry that yet (see principal()).
     chain_id: int | None = None
     roles: frozenset[StaffRole] = frozenset()
+    chain_roles: frozenset[ChainRole] = frozenset()
+    region_ids: frozenset[int] = frozenset()
 
     @classmethod
     def for_principal(
@@ -116,15 +117,24 @@ class AccessTokenClaims:
             token_id=secrets.token_urlsafe(16),
             scope=frozenset(scope),
             institution_id=principal.institution_id,
+            chain_id=principal.chain_id,
             roles=principal.roles,
+            chain_roles=principal.chain_roles,
+            region_ids=principal.region_ids,
         )
 
     def principal(self) -> Principal:
-        if self.chain_id is not None:
-            # Refused rather than dropped: a chain-bound token must not act as an unbound principal.
-            raise InvalidAccessToken(RefusalReason.INVALID_CLAIM)
+        """What the token says; compliance/acting.py narrows it to the institution a request acts in."""
         return Principal(
-            subject=self.subject, kind=self.kind, institution_id=self.institution_id, roles=self.roles
+            subject=self.subject,
+            kind=self.kind,
+            institution_id=self.institution_id,
+            roles=self.roles,
+            chain_id=self.chain_id,
+            chain_roles=self.chain_roles,
+            scopes=self.scope,
+            region_ids=self.region_ids,
+            client_id=self.client_id,
         )
 
     def to_jwt(self) -> dict[str, object]:
@@ -145,6 +155,10 @@ class AccessTokenClaims:
             claims["institution_id"] = self.institution_id
         if self.chain_id is not None:
             claims["chain_id"] = self.chain_id
+        if self.chain_roles:
+            claims["chain_roles"] = sorted(role.value for role in self.chain_roles)
+        if self.region_ids:
+            claims["region_ids"] = sorted(self.region_ids)
         return claims
 
     @classmethod
@@ -153,8 +167,12 @@ class AccessTokenClaims:
         try:
             kind = PrincipalKind(claims["kind"])
             roles = claims.get("roles", [])
+            chain_roles = claims.get("chain_roles", [])
+            region_ids = claims.get("region_ids", [])
             scope = claims.get("scope", "")
-            if not isinstance(roles, list) or not isinstance(scope, str):
+            if not all(isinstance(v, list) for v in (roles, chain_roles, region_ids)) or not isinstance(
+                scope, str
+            ):
                 raise ValueError("roles/scope")
             parsed = cls(
                 issuer=_text(claims["iss"]),
@@ -170,13 +188,31 @@ class AccessTokenClaims:
                 institution_id=_optional_id(claims.get("institution_id")),
                 chain_id=_optional_id(claims.get("chain_id")),
                 roles=frozenset(StaffRole(role) for role in roles),
+                chain_roles=frozenset(ChainRole(role) for role in chain_roles),
+                region_ids=frozenset(_optional_id(region) or 0 for region in region_ids),
             )
         except (ValueError, TypeError, KeyError):
             raise InvalidAccessToken(RefusalReason.INVALID_CLAIM) from None
-        bound = parsed.institution_id is not None or parsed.chain_id is not None
-        if parsed.kind in (PrincipalKind.STAFF, PrincipalKind.INTEGRATOR) and not bound:
+        if not parsed._consistent():
             raise InvalidAccessToken(RefusalReason.INVALID_CLAIM)
         return parsed
+
+    def _consistent(self) -> bool:
+        """Claims only the kind of principal can hold: a token that mixes them is not ours."""
+        bound = self.institution_id is not None or self.chain_id is not None
+        if 0 in self.region_ids:  # a null in the list
+            return False
+        if self.kind in (PrincipalKind.STAFF, PrincipalKind.INTEGRATOR) and not bound:
+            return False
+        if self.roles and (self.kind is not PrincipalKind.STAFF or self.institution_id is None):
+            return False
+        if self.chain_roles and (self.kind is not PrincipalKind.STAFF or self.chain_id is None):
+            return False
+        if self.region_ids and self.kind is not PrincipalKind.SUPERVISOR:
+            return False
+        if self.kind in (PrincipalKind.FAMILY, PrincipalKind.SUPERVISOR, PrincipalKind.OPERATOR):
+            return not bound
+        return True
 
 
 def _text(value: object) -> str:

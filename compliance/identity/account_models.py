@@ -5,7 +5,7 @@ from enum import StrEnum
 from tortoise import fields
 from tortoise.models import Model
 
-from compliance.principals import StaffRole
+from compliance.principals import ChainRole, StaffRole
 from tenants.models import Chain, Institution, Region
 from tenants.schema_names import SHARED_SCHEMA
 
@@ -21,13 +21,6 @@ class AccountStatus(StrEnum):
     ACTIVE = "active"
     LOCKED = "locked"  # stopped by an administrator; the lockout after failed attempts is in Redis
     DISABLED = "disabled"
-
-
-class ChainRole(StrEnum):
-    """Roles across a chain; why these two: see migrations/shared/0003_accounts.sql."""
-
-    CHAIN_DIRECTOR = "chain_director"
-    CHAIN_ADMIN = "chain_admin"
 
 
 class UserAccount(Model):

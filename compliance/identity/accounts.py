@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q
 
 from compliance.identity.account_models import (
     AccountKind,
     AccountStatus,
     ChainMembership,
-    ChainRole,
     FamilyLink,
     StaffMembership,
     SupervisorRegion,
@@ -25,8 +25,9 @@ from compliance.identity.passwords import (
     needs_rehash,
     verify_password,
 )
-from compliance.principals import Principal, PrincipalKind, StaffRole
+from compliance.principals import ChainRole, Principal, PrincipalKind, StaffRole
 from tenants.errors import Conflict, InvalidInput, NotFound, Unauthenticated, ValidationFailed
+from tenants.models import Institution, InstitutionStatus
 
 WRONG_CREDENTIALS = "Login or password is wrong."
 
@@ -193,31 +194,85 @@ def subject_of(account: UserAccount) -> str:
     return f"account:{account.id}"
 
 
-async def principal_for(account: UserAccount, institution_id: int | None) -> Principal:
-    """The principal `account` acts as, in `institution_id` for staff.
+@dataclass(frozen=True, slots=True)
+class ActingOption:
+    """An institution a staff account may act in, for the choice after sign-in."""
 
-    Staff roles come from the staff memberships in that institution only: a chain role opens no
-    resident record (see migrations/shared/0003_accounts.sql). Family and supervisor accounts need
-    principal kinds the policy does not know yet, and are refused until it does.
+    institution_id: int
+    institution_name: str
+    chain_name: str | None
+
+
+async def acting_options(account: UserAccount) -> list[ActingOption]:
+    """Where a staff account may act: its institutions, and every active institution of its chains."""
+    if account.kind != AccountKind.STAFF:
+        return []
+    chain_ids = await ChainMembership.filter(account=account).values_list("chain_id", flat=True)
+    institutions = (
+        await Institution.filter(
+            Q(staff_memberships__account_id=account.id) | Q(chain_id__in=list(chain_ids)),
+            status=InstitutionStatus.ACTIVE,
+        )
+        .select_related("chain")
+        .distinct()
+        .order_by("name", "id")
+    )
+    return [ActingOption(i.id, i.name, i.chain.name if i.chain is not None else None) for i in institutions]
+
+
+async def principal_for(account: UserAccount, institution_id: int | None) -> Principal:
+    """The principal `account` acts as; for staff, in `institution_id`.
+
+    Staff roles come from the staff memberships in that institution; chain roles from the chain
+    memberships of the institution's chain (a chain role opens no resident record by itself, see
+    migrations/shared/0003_accounts.sql and compliance/policy.py). A staff account that may act in
+    several places and names none gets InvalidInput("Choose an institution."): the sign-in page then
+    offers `acting_options`. A staff account with chain roles only may also act chain-wide (no
+    institution): each request then names the institution (compliance/acting.py).
     """
     if account.status != AccountStatus.ACTIVE:
         raise Unauthenticated("Authentication required.")
+    subject = subject_of(account)
     if account.kind == AccountKind.OPERATOR:
-        return Principal(subject=subject_of(account), kind=PrincipalKind.OPERATOR)
-    if account.kind != AccountKind.STAFF:
-        raise InvalidInput(
-            "This account is not a {kind} account.", field="account", kind=AccountKind.STAFF.value
-        )
+        return Principal(subject=subject, kind=PrincipalKind.OPERATOR)
+    if account.kind == AccountKind.FAMILY:
+        return Principal(subject=subject, kind=PrincipalKind.FAMILY)
+    if account.kind == AccountKind.SUPERVISOR:
+        regions = await SupervisorRegion.filter(account=account).values_list("region_id", flat=True)
+        return Principal(subject=subject, kind=PrincipalKind.SUPERVISOR, region_ids=frozenset(regions))
+    memberships = await StaffMembership.filter(account=account).values_list("institution_id", "role")
+    chain_memberships = await ChainMembership.filter(account=account).values_list("chain_id", "role")
+    roles_in: dict[int, set[StaffRole]] = {}
+    for institution, role in memberships:
+        roles_in.setdefault(institution, set()).add(StaffRole(role))
+    chain_roles_in: dict[int, set[ChainRole]] = {}
+    for chain, role in chain_memberships:
+        chain_roles_in.setdefault(chain, set()).add(ChainRole(role))
     if institution_id is None:
-        raise InvalidInput("Choose an institution.", field="institution")
-    roles = await StaffMembership.filter(account=account, institution_id=institution_id).values_list(
-        "role", flat=True
-    )
-    if not roles:
-        raise NotFound("Not found.")
+        if len(roles_in) == 1 and not chain_roles_in:
+            institution_id = next(iter(roles_in))
+        elif not roles_in and len(chain_roles_in) == 1:
+            chain_id, chain_roles = next(iter(chain_roles_in.items()))
+            return Principal(
+                subject=subject,
+                kind=PrincipalKind.STAFF,
+                chain_id=chain_id,
+                chain_roles=frozenset(chain_roles),
+            )
+        else:
+            raise InvalidInput("Choose an institution.", field="institution")
+    institution = await Institution.get_or_none(id=institution_id, status=InstitutionStatus.ACTIVE)
+    if institution is None:
+        raise NotFound("Not found.", field="institution")
+    roles = frozenset(roles_in.get(institution.id, ()))
+    chain_roles = frozenset(chain_roles_in.get(institution.chain_id or 0, ()))
+    if not roles and not chain_roles:
+        raise NotFound("Not found.", field="institution")
     return Principal(
-        subject=subject_of(account),
+        subject=subject,
         kind=PrincipalKind.STAFF,
-        institution_id=institution_id,
-        roles=frozenset(StaffRole(role) for role in roles),
+        institution_id=institution.id,
+        roles=roles,
+        chain_id=institution.chain_id if chain_roles else None,
+        chain_roles=chain_roles,
     )

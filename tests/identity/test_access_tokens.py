@@ -1,6 +1,7 @@
 """Access tokens (RFC 9068): what is issued, and every forgery and misuse that must be refused."""
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -22,7 +23,7 @@ from compliance.identity.access_tokens import (
 )
 from compliance.identity.keys import SigningKeys, root_key_from_environ
 from compliance.identity.signing_key_model import SigningKey
-from compliance.principals import Principal, PrincipalKind, StaffRole
+from compliance.principals import ChainRole, Principal, PrincipalKind, StaffRole
 from tenants.errors import Unauthenticated
 
 ISSUER = "https://yiyang.test"
@@ -88,16 +89,42 @@ async def test_issued_token_is_an_rfc9068_access_token(keys: SigningKeys) -> Non
     assert payload["roles"] == ["doctor", "nurse"] and len(payload["jti"]) >= 16
 
     claims = await verify_access_token(token, issuer=ISSUER, keys=keys)
-    assert claims.principal() == STAFF
+    assert claims.principal() == dataclasses.replace(
+        STAFF, scopes=frozenset({"residents:read", "care:write"}), client_id="spa"
+    )
     assert claims.scope == {"residents:read", "care:write"} and claims.client_id == "spa"
     other = await issue_access_token(STAFF, issuer=ISSUER, client_id="spa", keys=keys)
     assert parts(other)[1]["jti"] != payload["jti"]
 
 
-async def test_operator_token_round_trips(keys: SigningKeys) -> None:
-    operator = Principal("ops", PrincipalKind.OPERATOR)
-    token = await issue_access_token(operator, issuer=ISSUER, client_id="console", keys=keys)
-    assert (await verify_access_token(token, issuer=ISSUER, keys=keys)).principal() == operator
+@pytest.mark.parametrize(
+    "principal",
+    [
+        Principal("account:1", PrincipalKind.OPERATOR, client_id="console"),
+        Principal("account:2", PrincipalKind.FAMILY, client_id="console"),
+        Principal("account:3", PrincipalKind.SUPERVISOR, region_ids=frozenset({4, 5}), client_id="console"),
+        Principal(
+            "account:4",
+            PrincipalKind.STAFF,
+            chain_id=2,
+            chain_roles=frozenset({ChainRole.CHAIN_DIRECTOR}),
+            client_id="console",
+        ),
+        Principal(
+            "client:abc",
+            PrincipalKind.INTEGRATOR,
+            chain_id=2,
+            scopes=frozenset({"residents:read"}),
+            client_id="console",
+        ),
+    ],
+    ids=lambda principal: principal.kind.value,
+)
+async def test_every_kind_of_principal_round_trips(keys: SigningKeys, principal: Principal) -> None:
+    token = await issue_access_token(
+        principal, issuer=ISSUER, client_id="console", scope=principal.scopes, keys=keys
+    )
+    assert (await verify_access_token(token, issuer=ISSUER, keys=keys)).principal() == principal
 
 
 def test_lifetime_is_at_most_ten_minutes() -> None:
@@ -230,12 +257,31 @@ async def test_malformed_tokens_are_refused(keys: SigningKeys) -> None:
         assert await refusal(token, keys) is RefusalReason.MALFORMED, token
 
 
-async def test_chain_bound_token_does_not_become_an_unbound_principal(keys: SigningKeys) -> None:
+async def test_a_chain_bound_token_keeps_its_chain_in_the_principal(keys: SigningKeys) -> None:
     claims = AccessTokenClaims.for_principal(STAFF, issuer=ISSUER, client_id="erp")
     chain = AccessTokenClaims(
-        **{**{f: getattr(claims, f) for f in claims.__dataclass_fields__}, "chain_id": 3}
+        **{
+            **{f: getattr(claims, f) for f in claims.__dataclass_fields__},
+            "chain_id": 3,
+            "chain_roles": frozenset({ChainRole.CHAIN_DIRECTOR}),
+        }
     )
     verified = await verify_access_token(await sign_access_token(chain, keys=keys), issuer=ISSUER, keys=keys)
-    assert verified.chain_id == 3
-    with pytest.raises(InvalidAccessToken):
-        verified.principal()
+    principal = verified.principal()
+    assert principal.chain_id == 3 and principal.chain_roles == {ChainRole.CHAIN_DIRECTOR}
+    assert principal.institution_id == STAFF.institution_id and principal.client_id == "erp"
+
+
+async def test_claims_a_kind_of_principal_cannot_hold_are_refused(keys: SigningKeys) -> None:
+    for changes in (
+        {"kind": "family"},  # a family account bound to an institution by the token
+        {"kind": "supervisor"},
+        {"kind": "operator"},
+        {"region_ids": [1]},  # regions on a staff token
+        {"chain_roles": ["chain_director"]},  # chain roles without a chain
+        {"chain_roles": ["emperor"], "chain_id": 1},
+        {"kind": "integrator"},  # roles on an integrator token
+        {"region_ids": "1"},
+    ):
+        token = await signed_with_our_key(keys, await good_claims(**changes))
+        assert await refusal(token, keys) is RefusalReason.INVALID_CLAIM, changes

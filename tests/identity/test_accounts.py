@@ -23,6 +23,7 @@ from compliance.identity.accounts import (
     WRONG_CREDENTIALS,
     LoginFailed,
     NewAccount,
+    acting_options,
     add_chain_membership,
     add_family_link,
     add_staff_membership,
@@ -280,15 +281,37 @@ async def test_principal_for_holds_the_roles_in_that_institution_only(world: Wor
         await principal_for(await UserAccount.get(id=account.id), first)
 
 
-async def test_a_chain_role_opens_no_institution(world: World) -> None:
+async def test_chain_roles_act_in_every_institution_of_the_chain_and_no_other(world: World) -> None:
     institution = await Institution.get(id=world.institution_ids[0])
     assert institution.chain_id is not None
+    same_chain = await Institution.filter(chain_id=institution.chain_id).exclude(id=institution.id).first()
+    other_chain = await Institution.exclude(chain_id=institution.chain_id).first()
+    assert same_chain is not None and other_chain is not None
     account = await new_account()
     await add_chain_membership(account, institution.chain_id, ChainRole.CHAIN_ADMIN)
     await add_chain_membership(account, institution.chain_id, ChainRole.CHAIN_DIRECTOR)
     assert await ChainMembership.filter(account=account).count() == 2
+
+    chain_wide = await principal_for(account, None)
+    assert chain_wide.institution_id is None and chain_wide.chain_id == institution.chain_id
+    assert chain_wide.chain_roles == {ChainRole.CHAIN_ADMIN, ChainRole.CHAIN_DIRECTOR}
+    in_one = await principal_for(account, same_chain.id)
+    assert in_one.institution_id == same_chain.id and not in_one.roles
+    assert in_one.chain_roles == chain_wide.chain_roles
     with pytest.raises(NotFound):
-        await principal_for(account, institution.id)
+        await principal_for(account, other_chain.id)
+    offered = {option.institution_id for option in await acting_options(account)}
+    assert offered == set(
+        await Institution.filter(chain_id=institution.chain_id).values_list("id", flat=True)
+    )
+
+    await add_staff_membership(account, other_chain.id, StaffRole.NURSE)
+    with pytest.raises(InvalidInput):  # two places to act in and none named
+        await principal_for(account, None)
+    nurse_there = await principal_for(account, other_chain.id)
+    assert nurse_there.roles == {StaffRole.NURSE} and not nurse_there.chain_roles
+    assert nurse_there.chain_id is None
+    assert other_chain.id in {option.institution_id for option in await acting_options(account)}
 
 
 async def test_operators_family_and_supervisors(world: World) -> None:
@@ -301,8 +324,8 @@ async def test_operators_family_and_supervisors(world: World) -> None:
     family = await new_account(AccountKind.FAMILY)
     with pytest.raises(InvalidInput):
         await add_staff_membership(family, world.institution_ids[0], StaffRole.NURSE)
-    with pytest.raises(InvalidInput):  # no principal kind for families yet
-        await principal_for(family, world.institution_ids[0])
+    as_family = await principal_for(family, None)
+    assert as_family.kind is PrincipalKind.FAMILY and as_family.institution_id is None
     first, second = world.institution_ids[:2]
     await add_family_link(family, first, family_member_id=1, resident_id=1)
     await add_family_link(family, second, family_member_id=4, resident_id=3)  # another institution
