@@ -12,13 +12,17 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from api.authorize import authorize_endpoint
 from api.graphql import GraphQLEndpoint, GraphQLView
 from api.health import healthz
 from api.metrics import Metrics
 from api.middleware import BodySizeLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
-from api.oauth import TOKEN_PATH, token_endpoint
+from api.oauth import AUTHORIZE_PATH, REVOKE_PATH, TOKEN_PATH, revocation_endpoint, token_endpoint
 from api.settings import Settings
 from api.wellknown import jwks, openid_configuration
+from compliance.identity.authorization import ensure_first_party_client
+from compliance.identity.login_throttle import LoginThrottle
+from schema.rate_limits import RateLimiter, RateLimitPolicy
 from schema.root import build_schema
 from tenants.db import PoolSettings, close_database, open_database, pool_usage
 from tenants.registry import TenantDirectory
@@ -39,13 +43,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         tenants=TenantDirectory(),
         metrics=metrics,
     )
-    graphql = GraphQLEndpoint(view, settings.token_secret, graphiql=settings.development)
+    graphql = GraphQLEndpoint(view, settings.issuer, graphiql=settings.development)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         size = settings.pool_max_size
         await open_database(settings.database_url, PoolSettings(min_size=min(2, size), max_size=size))
         app.state.redis = await create_pool(RedisSettings.from_dsn(settings.redis_url))
+        view.rate_limiter = RateLimiter(app.state.redis, RateLimitPolicy.from_settings(settings))
+        view.login_throttle = LoginThrottle(app.state.redis)
+        await ensure_first_party_client(settings.issuer)  # the web app's OAuth2 client (idempotent)
         try:
             yield
         finally:
@@ -64,6 +71,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/.well-known/openid-configuration", openid_configuration, methods=["GET"]),
             # Other methods reach the endpoint too: it refuses them in RFC 6749 JSON, not a plain 405.
             Route(TOKEN_PATH, token_endpoint, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+            Route(REVOKE_PATH, revocation_endpoint, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+            Route(AUTHORIZE_PATH, authorize_endpoint, methods=["GET", "POST"]),
             Mount("/", StaticFiles(directory=_static_root(settings), html=True), name="web"),
         ],
         middleware=[
@@ -74,4 +83,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.graphql_view = view
     return app

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from api.settings import REPO_ROOT, ConfigurationError, Settings
 
+CLI_CLIENT_ID = "yiyang-cli"  # the client_id of tokens printed by `yiyang token`
+
 
 def _database_url() -> str:
     url = os.environ.get("DATABASE_URL")
@@ -113,6 +115,30 @@ def _cmd_clients_create(args: argparse.Namespace) -> int:
     return asyncio.run(_with_database(create))
 
 
+def _cmd_clients_create_public(args: argparse.Namespace) -> int:
+    from compliance.identity.authorization import create_public_client
+    from tenants.errors import Conflict, InvalidInput
+
+    async def create() -> int:
+        try:
+            client = await create_public_client(
+                args.name,
+                redirect_uris=args.redirect_uri,
+                created_by=f"cli:{os.environ.get('USER', 'operator')}",
+                client_id=args.client_id,
+            )
+        except (InvalidInput, Conflict) as problem:
+            print(f"{problem.field or 'client'}: {problem}", file=sys.stderr)
+            return 2
+        # A public client has no secret: the client_id and the exact redirect URIs are all it needs.
+        print(f"client_id\t{client.client_id}")
+        for uri in client.redirect_uris:
+            print(f"redirect_uri\t{uri}")
+        return 0
+
+    return asyncio.run(_with_database(create))
+
+
 def _cmd_clients_revoke(args: argparse.Namespace) -> int:
     from compliance.identity.clients import revoke_client
     from tenants.errors import NotFound
@@ -142,6 +168,7 @@ def _cmd_tenants_list(args: argparse.Namespace) -> int:
 
 def _cmd_seed(args: argparse.Namespace) -> int:
     from care.demo import seed_demo_data
+    from care.demo_accounts import DEMO_PASSWORD
 
     report = asyncio.run(seed_demo_data(_database_url()))
     if report.skipped:
@@ -149,31 +176,41 @@ def _cmd_seed(args: argparse.Namespace) -> int:
     else:
         print(
             f"demo data: {report.chains} chains, {report.institutions} institutions, "
-            f"{report.residents} residents, {report.family_members} family members"
+            f"{report.residents} residents, {report.family_members} family members, "
+            f"{report.accounts} accounts (password {DEMO_PASSWORD!r}: see README, Demo accounts)"
         )
     return 0
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
-    from api.dev_tokens import issue_dev_token
-    from compliance.principals import Principal, PrincipalKind, StaffRole
+    """A development convenience: an access token for a (demo) account, to try the API by hand."""
+    from compliance.identity.access_tokens import issue_access_token
+    from compliance.identity.account_models import UserAccount
+    from compliance.identity.accounts import normalize_login, principal_for
+    from tenants.errors import DomainError
 
     settings = Settings.from_environ({"DATABASE_URL": "-", "REDIS_URL": "-", **os.environ})
     if not settings.development:
-        sys.exit("development tokens are not issued in production")
-    if args.operator:
-        principal = Principal(subject=args.subject or "operator", kind=PrincipalKind.OPERATOR)
-    else:
-        if args.institution is None:
-            sys.exit("give --institution ID (see `yiyang tenants list`) or --operator")
-        principal = Principal(
-            subject=args.subject or f"staff-{args.institution}",
-            kind=PrincipalKind.STAFF,
-            institution_id=args.institution,
-            roles=frozenset(StaffRole(role) for role in args.role),
+        sys.exit("tokens are not printed in production: sign in at /oauth/authorize")
+
+    async def issue() -> int:
+        account = await UserAccount.get_or_none(login=normalize_login(args.login) or "")
+        if account is None:
+            print(f"login: no account {args.login!r}", file=sys.stderr)
+            return 2
+        try:
+            principal = await principal_for(account, args.institution)
+        except DomainError as problem:
+            print(f"{problem.field or 'login'}: {problem}", file=sys.stderr)
+            return 2
+        print(
+            await issue_access_token(
+                principal, issuer=settings.issuer, client_id=CLI_CLIENT_ID, lifetime_seconds=600
+            )
         )
-    print(issue_dev_token(settings.token_secret, principal, ttl_seconds=args.ttl))
-    return 0
+        return 0
+
+    return asyncio.run(_with_database(issue))
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -221,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.set_defaults(handler=_cmd_tenants_create)
     tenants.add_parser("list", help="list institutions").set_defaults(handler=_cmd_tenants_list)
 
-    clients = commands.add_parser("clients", help="integrator clients (OAuth2)").add_subparsers(required=True)
+    clients = commands.add_parser(
+        "clients", help="OAuth2 clients: integrators and public apps"
+    ).add_subparsers(required=True)
     new_client = clients.add_parser("create", help="create a client; prints its secret once")
     new_client.add_argument("--name", required=True)
     bound = new_client.add_mutually_exclusive_group(required=True)
@@ -229,18 +268,29 @@ def build_parser() -> argparse.ArgumentParser:
     bound.add_argument("--chain", type=int, help="chain id the client acts for")
     new_client.add_argument("--scope", action="append", required=True, help="repeatable, e.g. residents:read")
     new_client.set_defaults(handler=_cmd_clients_create)
+    public = clients.add_parser(
+        "create-public", help="create a public first-party client (authorization code with PKCE, no secret)"
+    )
+    public.add_argument("--name", required=True)
+    public.add_argument(
+        "--redirect-uri",
+        action="append",
+        required=True,
+        help="repeatable; compared exactly, https or loopback",
+    )
+    public.add_argument("--client-id", help="16-64 letters, digits, - or _ (default: random)")
+    public.set_defaults(handler=_cmd_clients_create_public)
     revoke = clients.add_parser("revoke", help="stop a client from getting tokens")
     revoke.add_argument("client_id")
     revoke.set_defaults(handler=_cmd_clients_revoke)
 
     commands.add_parser("seed", help="load the demo data (once)").set_defaults(handler=_cmd_seed)
 
-    token = commands.add_parser("token", help="print a development access token")
-    token.add_argument("--institution", type=int)
-    token.add_argument("--operator", action="store_true")
-    token.add_argument("--role", action="append", default=None, choices=[r.value for r in _roles()])
-    token.add_argument("--subject")
-    token.add_argument("--ttl", type=int, default=8 * 3600)
+    token = commands.add_parser(
+        "token", help="print a 10-minute access token for an account (development only)"
+    )
+    token.add_argument("--login", required=True, help="the account's e-mail address or mobile number")
+    token.add_argument("--institution", type=int, help="where a staff account acts (if several)")
     token.set_defaults(handler=_cmd_token)
 
     bench = commands.add_parser("bench", help="benchmarks; `yiyang bench tenancy --help`")
@@ -250,16 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _roles() -> list:
-    from compliance.principals import StaffRole
-
-    return list(StaffRole)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "role", ()) is None:
-        args.role = ["institution_admin"]
     try:
         return args.handler(args)
     except ConfigurationError as problem:

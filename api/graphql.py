@@ -15,15 +15,19 @@ from starlette.types import Receive, Scope, Send
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.types import ExecutionResult
 
-from api.dev_tokens import verify_dev_token_expiry
 from api.errors import graphql_error_response
 from api.metrics import Metrics
 from api.middleware import request_id_of
+from compliance.acting import act_in
+from compliance.identity.access_tokens import verify_access_token
+from compliance.identity.login_throttle import LoginThrottle
 from compliance.principals import Principal
 from schema.context import RequestContext
 from schema.i18n import negotiate_locale, translate
+from schema.ids import decode_id
+from schema.rate_limits import RateLimiter, rate_limited_retry_after
 from schema.root import is_expected
-from tenants.errors import DomainError, Unauthenticated
+from tenants.errors import DomainError, Forbidden, NotFound, RateLimited, Unauthenticated
 from tenants.registry import TenantDirectory
 from tenants.unit_of_work import run_in_tenant
 
@@ -66,6 +70,8 @@ class GraphQLView(ProtocolView):
         super().__init__(*args, **kwargs)
         self.tenants = tenants
         self.metrics = metrics
+        self.rate_limiter: RateLimiter | None = None  # set when the app starts (it needs Redis)
+        self.login_throttle: LoginThrottle | None = None  # likewise
 
     # orjson (docs/dependencies.md says why). Its decode error is a json.JSONDecodeError, which strawberry
     # answers with a 400.
@@ -77,18 +83,16 @@ class GraphQLView(ProtocolView):
 
     async def get_context(self, request: Request, response: Response) -> RequestContext:
         state = request.scope.get("state", {})
-        context = RequestContext(
+        return RequestContext(
             principal=state.get("principal"),
             request_id=request_id_of(request.scope),
             locale=negotiate_locale(request.headers.get("accept-language")),
+            tenant=state.get("tenant"),
+            tenant_problem=state.get("tenant_problem"),
+            rate_limiter=self.rate_limiter,
+            login_throttle=self.login_throttle,
+            client_address=request.client.host if request.client else "",
         )
-        principal: Principal | None = context.principal
-        if principal is not None and principal.institution_id is not None:
-            try:
-                context.tenant = await self.tenants.resolve(principal.institution_id)
-            except DomainError as problem:
-                context.tenant_problem = problem
-        return context
 
     async def execute_operation(
         self,
@@ -108,6 +112,10 @@ class GraphQLView(ProtocolView):
             sub_response.media_type = GRAPHQL_RESPONSE_MEDIA_TYPE
             if _before_execution(result):
                 sub_response.status_code = 400
+        retry_after = rate_limited_retry_after(result)
+        if retry_after is not None:  # after the 400 above: a 429 wins
+            sub_response.status_code = 429
+            sub_response.headers["Retry-After"] = str(retry_after)
         return result
 
     async def _execute_in_unit_of_work(
@@ -177,16 +185,32 @@ class GraphQLView(ProtocolView):
         else:
             formatted["message"] = translate(INTERNAL_MESSAGE, locale)
             code = "INTERNAL"
+        if isinstance(original, RateLimited):
+            formatted.setdefault("extensions", {})["retryAfter"] = original.retry_after_seconds
+        for key in ("retryAfter", "cost", "budget"):  # the rate limiter's hints (schema/rate_limits.py)
+            if error.extensions and key in error.extensions:
+                formatted.setdefault("extensions", {})[key] = error.extensions[key]
         formatted["extensions"] = {**formatted.get("extensions", {}), "code": code, "requestId": request_id}
         return formatted
 
 
-class GraphQLEndpoint:
-    """Authenticates the bearer token, then hands the request to the GraphQL view."""
+INSTITUTION_HEADER = "Yiyang-Institution"
+_STATUS_OF = {Unauthenticated: 401, Forbidden: 403, NotFound: 404}
 
-    def __init__(self, view: GraphQLView, token_secret: str, graphiql: bool) -> None:
+
+class GraphQLEndpoint:
+    """Authenticates the bearer token and settles the institution the request acts in, then hands the
+    request to the GraphQL view.
+
+    The token is an RFC 9068 access token of our issuer (compliance/identity/access_tokens.py). The
+    institution comes from its claims; a chain principal or a family account may name another one in
+    the `Yiyang-Institution` header (an Institution id), which compliance/acting.py checks against the
+    token and the registry. Nothing else about the tenant is taken from the request.
+    """
+
+    def __init__(self, view: GraphQLView, issuer: str, graphiql: bool) -> None:
         self.view = view
-        self.token_secret = token_secret
+        self.issuer = issuer
         self.graphiql = graphiql
         self.verified = VerifiedTokenCache()
 
@@ -201,30 +225,57 @@ class GraphQLEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope=scope)
         if not self._is_ide_page(scope, headers):
+            state = scope.setdefault("state", {})
             try:
-                scope.setdefault("state", {})["principal"] = self._authenticate(headers)
-            except Unauthenticated as refusal:
-                response = graphql_error_response(
-                    refusal.message,
-                    refusal.code,
-                    401,
-                    request_id_of(scope),
-                    headers.get("accept-language"),
-                    **{"WWW-Authenticate": 'Bearer realm="yiyang"'},
-                )
-                await response(scope, receive, send)
+                principal = await self._authenticate(headers)
+                requested = self._requested_institution(headers)
+            except DomainError as refusal:
+                await self._refuse(refusal, scope, receive, send, headers)
                 return
+            state["principal"] = principal
+            try:
+                state["principal"], state["tenant"] = await act_in(principal, requested, self.view.tenants)
+            except (Forbidden, NotFound) as refusal:
+                if requested is not None:  # the caller named it: say so before running anything
+                    await self._refuse(refusal, scope, receive, send, headers)
+                    return
+                state["tenant_problem"] = refusal  # e.g. the home institution is suspended
         await self.view(scope, receive, send)
 
-    def _authenticate(self, headers: Headers) -> Principal:
+    @staticmethod
+    async def _refuse(
+        refusal: DomainError, scope: Scope, receive: Receive, send: Send, headers: Headers
+    ) -> None:
+        status = next((code for kind, code in _STATUS_OF.items() if isinstance(refusal, kind)), 400)
+        extra = {"WWW-Authenticate": 'Bearer realm="yiyang"'} if status == 401 else {}
+        response = graphql_error_response(
+            refusal.message,
+            refusal.code,
+            status,
+            request_id_of(scope),
+            headers.get("accept-language"),
+            **extra,
+        )
+        await response(scope, receive, send)
+
+    @staticmethod
+    def _requested_institution(headers: Headers) -> int | None:
+        named = headers.get(INSTITUTION_HEADER)
+        if named is None or not named.strip():
+            return None
+        (institution_id,) = decode_id("Institution", named.strip(), 1, field=INSTITUTION_HEADER)
+        return institution_id
+
+    async def _authenticate(self, headers: Headers) -> Principal:
         scheme, _, token = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("Authentication required.")
         token = token.strip()
         principal = self.verified.get(token)
         if principal is None:
-            principal, expires_at = verify_dev_token_expiry(self.token_secret, token)
-            self.verified.put(token, principal, expires_at)
+            claims = await verify_access_token(token, issuer=self.issuer)
+            principal = claims.principal()
+            self.verified.put(token, principal, claims.expires_at)
         return principal
 
 

@@ -77,6 +77,7 @@ async def _database_identity(database_url: str) -> str:
 def _seed_once(database_url: str, data_dir: Path) -> None:
     """Seed the demo data unless the marker in the data folder says this very database has it already."""
     from care.demo import seed_demo_data
+    from care.demo_accounts import DEMO_PASSWORD
 
     marker = data_dir / _SEEDED_MARKER
     try:
@@ -90,7 +91,8 @@ def _seed_once(database_url: str, data_dir: Path) -> None:
     if not report.skipped:
         print(
             f"demo data: {report.chains} chains, {report.institutions} institutions, "
-            f"{report.residents} residents, {report.family_members} family members",
+            f"{report.residents} residents, {report.family_members} family members, "
+            f"{report.accounts} accounts (password {DEMO_PASSWORD!r}: see README, Demo accounts)",
             flush=True,
         )
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -157,6 +159,16 @@ def _wait_for_api(host: str, port: int, api: subprocess.Popen[bytes], timeout: f
     return False
 
 
+ENVIRONMENT_FILE = "yiyang.env"
+
+
+def _write_environment(data_dir: Path, env: dict[str, str]) -> None:
+    """The running product's service URLs, for `yiyang token`, `yiyang clients` and the like."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    names = ("DATABASE_URL", "REDIS_URL", "YIYANG_ISSUER")
+    (data_dir / ENVIRONMENT_FILE).write_text("".join(f"{name}={env[name]}\n" for name in names))
+
+
 def run_product(host: str = "127.0.0.1", port: int = 8000, data_dir: Path = DEFAULT_DATA_DIR) -> int:
     """Start (or reuse) PostgreSQL and Redis, migrate, seed once, serve the API and a worker until stopped.
 
@@ -171,7 +183,10 @@ def run_product(host: str = "127.0.0.1", port: int = 8000, data_dir: Path = DEFA
             return 1
         endpoints = services.start()
         os.environ.update(DATABASE_URL=endpoints.database_url, REDIS_URL=endpoints.redis_url)
+        # Tokens name the address the browser uses, whatever port was chosen.
+        os.environ.setdefault("YIYANG_ISSUER", _public_url(host, port))
         env = dict(os.environ)
+        _write_environment(services.data_dir, env)
 
         from tenants.migrate import MigrationFailed, migrate_all
 
@@ -194,6 +209,10 @@ def run_product(host: str = "127.0.0.1", port: int = 8000, data_dir: Path = DEFA
             return 1
         url = _public_url(host, port)
         print(f"Yiyang is running at {url} (GraphiQL at {url}/graphql). Ctrl-C stops it.", flush=True)
+        print(
+            f"For `yiyang` commands in another terminal: set -a; . {services.data_dir / ENVIRONMENT_FILE}",
+            flush=True,
+        )
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
         names = ("the API server", "the worker")

@@ -9,7 +9,6 @@ from urllib.parse import urlsplit
 from compliance.identity.keys import RootKeyError, root_key_from_environ
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-_DEVELOPMENT_TOKEN_SECRET = "yiyang-development-only-token-secret-0123456789"
 DEFAULT_ISSUER = "http://127.0.0.1:8000"
 
 
@@ -22,11 +21,13 @@ class Settings:
     database_url: str
     redis_url: str
     environment: str = "development"
-    token_secret: str = _DEVELOPMENT_TOKEN_SECRET
     max_body_bytes: int = 1_048_576
     pool_max_size: int = 20
     web_root: Path = REPO_ROOT / "web"
     issuer: str = DEFAULT_ISSUER  # the OAuth2 issuer: `iss` of access tokens, base of the discovery URLs
+    # GraphQL cost budgets per minute (schema/rate_limits.py): per user principal, per integrator client.
+    rate_limit_user_per_minute: int = 10_000
+    rate_limit_client_per_minute: int = 50_000
 
     @property
     def development(self) -> bool:
@@ -38,13 +39,6 @@ class Settings:
         if missing:
             raise ConfigurationError(f"set {' and '.join(missing)} (or start the product with `yiyang run`)")
         environment = environ.get("YIYANG_ENV", "development")
-        secret = environ.get("YIYANG_TOKEN_SECRET", "")
-        if not secret:
-            if environment == "production":
-                raise ConfigurationError("YIYANG_TOKEN_SECRET is required in production")
-            secret = _DEVELOPMENT_TOKEN_SECRET
-        if len(secret) < 32:
-            raise ConfigurationError("YIYANG_TOKEN_SECRET must be at least 32 characters")
         try:
             root_key_from_environ(environ)  # refused at start rather than at the first token
         except RootKeyError as problem:
@@ -53,10 +47,15 @@ class Settings:
             database_url=environ["DATABASE_URL"],
             redis_url=environ["REDIS_URL"],
             environment=environment,
-            token_secret=secret,
             max_body_bytes=positive_int_setting(environ, "YIYANG_MAX_BODY_BYTES", 1_048_576),
             pool_max_size=positive_int_setting(environ, "YIYANG_DB_POOL_SIZE", 20),
             issuer=issuer_setting(environ.get("YIYANG_ISSUER", DEFAULT_ISSUER), environment),
+            rate_limit_user_per_minute=positive_int_setting(
+                environ, "YIYANG_RATE_LIMIT_USER_PER_MINUTE", 10_000
+            ),
+            rate_limit_client_per_minute=positive_int_setting(
+                environ, "YIYANG_RATE_LIMIT_CLIENT_PER_MINUTE", 50_000
+            ),
         )
 
 

@@ -21,18 +21,25 @@ async def jwks(request: Request) -> JSONResponse:
 
 
 def discovery_document(issuer: str) -> dict[str, object]:
-    """RFC 8414 authorization-server metadata naming only what exists: the authorization endpoint, the
-    code and refresh grants and revocation join it when they are built (no ID tokens, so no OpenID
-    fields). `response_types_supported` is required by RFC 8414; empty until there is an authorization
-    endpoint."""
+    """RFC 8414 authorization-server metadata naming only what exists (no ID tokens, so no OpenID
+    fields): the authorization endpoint (code with PKCE S256, for public clients), the token endpoint
+    (client credentials for integrators, authorization code and refresh token for public clients) and
+    revocation (RFC 7009)."""
     return {
         "issuer": issuer,
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        "authorization_endpoint": f"{issuer}/oauth/authorize",
         "token_endpoint": f"{issuer}/oauth/token",
-        "grant_types_supported": ["client_credentials"],
-        "response_types_supported": [],
-        # Confidential clients (integrators) authenticate with HTTP Basic, or with the form fields.
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "revocation_endpoint": f"{issuer}/oauth/revoke",
+        "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],
+        # Confidential clients (integrators) authenticate with HTTP Basic, or with the form fields;
+        # public clients (first-party apps) name their client_id only ("none") and prove PKCE instead.
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "ui_locales_supported": ["zh-CN", "en"],
     }
 
 

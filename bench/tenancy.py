@@ -17,6 +17,7 @@ and writes the figures, with the machine they were measured on, into a section o
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import importlib.metadata
 import json
@@ -38,6 +39,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -45,6 +47,9 @@ import httpx
 import psutil
 
 from api.services import scratch_database
+
+if TYPE_CHECKING:
+    from compliance.identity.keys import ActiveKey
 from api.settings import REPO_ROOT
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/test"
@@ -455,7 +460,7 @@ def free_port() -> int:
 class Server:
     process: subprocess.Popen[bytes]
     base_url: str
-    token_secret: str
+    signing_key: "ActiveKey"
     log_path: Path
 
     @property
@@ -484,14 +489,16 @@ class Server:
 def api_server(
     database_url: str, redis_url: str, pool_size: int, workers: int = 1, extra_env: Sequence[str] = ()
 ) -> Iterator[Server]:
-    """The real app as `yiyang serve` runs it, in processes of its own (production mode)."""
+    """The real app as `yiyang serve` runs it, in processes of its own (production mode), with a root
+    key of this run's own and the signing key sealed under it (to sign the benchmark's tokens)."""
     port = free_port()
-    secret = "bench-" + secrets.token_hex(24)
+    root_key = secrets.token_bytes(32)
+    signing_key = asyncio.run(_bench_signing_key(database_url, root_key))
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
-        "YIYANG_TOKEN_SECRET": secret,
+        "YIYANG_ROOT_KEY": base64.b64encode(root_key).decode(),
         "YIYANG_ENV": "production",
         "YIYANG_DB_POOL_SIZE": str(pool_size),
         "YIYANG_LOG_LEVEL": "warning",
@@ -501,7 +508,7 @@ def api_server(
     # What `yiyang run` runs: one uvicorn process per worker, each on a SO_REUSEPORT socket (api/serve.py).
     command = [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", str(workers)]
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-    server = Server(process, f"http://127.0.0.1:{port}", secret, Path(log_file.name))
+    server = Server(process, f"http://127.0.0.1:{port}", signing_key, Path(log_file.name))
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -534,21 +541,38 @@ def tail(path: Path, lines: int = 40) -> str:
         return ""
 
 
-def staff_tokens(secret: str, tenants: Sequence[Tenant]) -> dict[int, dict[str, str]]:
-    from api.dev_tokens import issue_dev_token
+async def _bench_signing_key(database_url: str, root_key: bytes) -> "ActiveKey":
+    """This run's signing key, created under `root_key` in the scratch database."""
+    from compliance.identity.keys import SigningKeys
+    from tenants.db import close_database, open_database
+
+    await open_database(database_url)
+    try:
+        return await SigningKeys(root_key).signing_key()
+    finally:
+        await close_database()
+
+
+def staff_tokens(signing_key: "ActiveKey", tenants: Sequence[Tenant]) -> dict[int, dict[str, str]]:
+    """A nurse's access token per institution, as the authorization server would issue it (10 minutes:
+    the measured phases take a few; an expired token would show as failed requests)."""
+    from api.settings import DEFAULT_ISSUER
+    from compliance.identity.access_tokens import AccessTokenClaims, encode_access_token
     from compliance.principals import Principal, PrincipalKind, StaffRole
 
     headers: dict[int, dict[str, str]] = {}
     for tenant in tenants:
         principal = Principal(
-            subject=f"bench-staff-{tenant.institution_id}",
+            subject=f"account:{tenant.institution_id}",
             kind=PrincipalKind.STAFF,
             institution_id=tenant.institution_id,
             roles=frozenset({StaffRole.NURSE}),
         )
-        token = issue_dev_token(secret, principal, ttl_seconds=6 * 3600)
+        claims = AccessTokenClaims.for_principal(
+            principal, issuer=DEFAULT_ISSUER, client_id="yiyang-bench", lifetime_seconds=600
+        )
         headers[tenant.institution_id] = {
-            "authorization": f"Bearer {token}",
+            "authorization": f"Bearer {encode_access_token(claims, signing_key)}",
             "content-type": "application/json",
         }
     return headers
@@ -757,7 +781,7 @@ def find_py_spy(given: str | None) -> str | None:
 # when its stack passes through it, so shares are inclusive and nested stages overlap.
 PROFILE_STAGES: tuple[tuple[str, str], ...] = (
     ("HTTP, ASGI and middleware around /graphql (uvicorn, Starlette, api/middleware)", ""),
-    ("bearer token verification (`verify_dev_token_expiry`, joserfc HS256)", r"^verify_dev_token_expiry "),
+    ("bearer token verification (`verify_access_token`, joserfc ES256)", r"^_verify "),
     ("tenant look-up (`TenantDirectory.resolve`)", r"^TenantDirectory\.resolve "),
     ("unit of work: BEGIN, SET LOCAL, COMMIT (`tenant_transaction`)", r"^tenant_transaction "),
     ("GraphQL execution of the operation (`Schema.execute`)", r"^Schema\.execute "),
@@ -899,7 +923,7 @@ async def bench_latency(
         database_url, args.redis_url, results.api_pool_size, args.api_workers, args.api_env
     ) as server:
         results.rss["after start"] = server.rss_mb()
-        headers = staff_tokens(server.token_secret, tenants)
+        headers = staff_tokens(server.signing_key, tenants)
         api_meter = CpuMeter(admin, database, "yiyang", server)
         async with (
             httpx.AsyncClient(base_url=server.base_url, limits=limits, timeout=60) as http,

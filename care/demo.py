@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from faker import Faker
 from tortoise import Tortoise, connections
 
+from care.demo_accounts import seed_demo_accounts
 from care.models import (
     CareLevel,
     DischargeReason,
@@ -27,7 +28,7 @@ from care.models import (
     ResidentStatus,
 )
 from tenants.db import close_database, default_connection, open_database
-from tenants.models import Institution
+from tenants.models import Institution, Region
 from tenants.registry import (
     NewInstitution,
     get_or_create_chain,
@@ -133,6 +134,7 @@ class SeedReport:
     residents: int
     family_members: int
     skipped: bool
+    accounts: int = 0
 
 
 @dataclass
@@ -327,6 +329,7 @@ async def _load(seed: int) -> SeedReport:
         await get_or_create_region(code, name)
     chains = [await get_or_create_chain(name) for name in CHAINS]
     resident_count = family_count = 0
+    institutions = []
     for name, region, chain_index, beds in INSTITUTIONS:
         institution = await provision_institution(
             NewInstitution(
@@ -341,7 +344,17 @@ async def _load(seed: int) -> SeedReport:
         await run_in_tenant(tenant_ref(institution), lambda stays=stays: _fill(stays))
         resident_count += len(stays)
         family_count += sum(len(stay.family) for stay in stays)
-    return SeedReport(len(chains), len(INSTITUTIONS), resident_count, family_count, skipped=False)
+        institutions.append(institution)
+    regions = await Region.filter(code__in=list(REGIONS)).order_by("code")
+    accounts = await seed_demo_accounts(institutions, chains, list(regions))
+    return SeedReport(
+        len(chains),
+        len(INSTITUTIONS),
+        resident_count,
+        family_count,
+        skipped=False,
+        accounts=accounts.accounts,
+    )
 
 
 async def _seed_once(seed: int) -> SeedReport:

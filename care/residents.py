@@ -83,6 +83,7 @@ class ResidentFilter:
     care_level: CareLevel | None = None
     building: str | None = None
     name_contains: str | None = None
+    only_ids: frozenset[int] | None = None  # None: every resident
 
 
 def _check_name(name: str, field: str, problems: list[InvalidInput]) -> None:
@@ -249,6 +250,8 @@ def _filtered(criteria: ResidentFilter) -> Q:
         conditions &= Q(building=criteria.building)
     if criteria.name_contains:
         conditions &= Q(name__icontains=criteria.name_contains.strip())
+    if criteria.only_ids is not None:
+        conditions &= Q(id__in=sorted(criteria.only_ids))
     return conditions
 
 
@@ -302,6 +305,8 @@ def resident_page_sql(
         conditions.append(f"building = {bind(criteria.building)}")
     if criteria.name_contains and criteria.name_contains.strip():
         conditions.append(f"name ILIKE {bind(_like_pattern(criteria.name_contains.strip()))}")
+    if criteria.only_ids is not None:
+        conditions.append(f"id = ANY({bind(sorted(criteria.only_ids))}::bigint[])")
     if after_id is not None:
         conditions.append(f"id > {bind(after_id)}")
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""

@@ -1,39 +1,116 @@
 """The one place that decides whether a principal may perform an action.
 
-Resolvers and jobs ask `require(...)`; none re-implements a check. The role matrix is data
-(`STAFF_PERMISSIONS`), reproduced in docs/security.md. Objects of another institution are reported as
-NOT_FOUND, not FORBIDDEN, so that an id reveals nothing about other tenants.
+Resolvers and jobs ask `require(...)` (or `may`, `visible_institutions`, `resident_scope`); none
+re-implements a check. Who may do what is data: `PERMISSIONS`, one `Grant` per action, reproduced as
+the table of docs/security.md (`permission_table()` renders it; a test keeps the two equal).
+
+How a grant is read, per kind of principal:
+- staff: a staff role in the institution the request acts in, or a chain role when that institution
+  belongs to the principal's chain (or the resource is the chain itself);
+- integrator clients: a granted scope, in their institution or an institution of their chain;
+- family accounts: only for the residents they follow, in the institution the request acts in;
+- supervisors: institution-level figures of their regions only; no grant reaches a resident;
+- platform operators: the registry of institutions, nothing inside one.
+
+Objects of another institution, chain or region are reported as NOT_FOUND, not FORBIDDEN, so that an id
+reveals nothing about other tenants; FORBIDDEN means "yours, but not for your role".
 """
 
+from dataclasses import dataclass
 from enum import StrEnum
 
-from compliance.principals import Principal, PrincipalKind, StaffRole
+from compliance.principals import ChainRole, Principal, PrincipalKind, StaffRole
 from tenants.errors import Forbidden, NotFound, Unauthenticated
 
 
 class Action(StrEnum):
     INSTITUTION_VIEW = "institution.view"
     INSTITUTION_PROVISION = "institution.provision"
+    INSTITUTION_SECURITY = "institution.security"  # e.g. require a second factor
     RESIDENT_VIEW = "resident.view"
     RESIDENT_ADMIT = "resident.admit"
     RESIDENT_UPDATE = "resident.update"
     RESIDENT_DISCHARGE = "resident.discharge"
     FAMILY_MEMBER_ADD = "family_member.add"
+    STAFF_VIEW = "staff.view"
+    STAFF_MANAGE = "staff.manage"
+    CLIENT_MANAGE = "client.manage"  # integrator clients of an institution or chain
+    ACCOUNT_SELF = "account.self"  # one's own account: password, second factor
 
 
-_RESIDENT_READERS = frozenset(StaffRole)
-_RESIDENT_INTAKE = frozenset({StaffRole.INSTITUTION_ADMIN, StaffRole.SALES, StaffRole.HEAD_NURSE})
+class Level(StrEnum):
+    ACCOUNT = "account"  # the caller's own account, wherever it acts
+    PLATFORM = "platform"  # the registry itself
+    INSTITUTION = "institution"  # an institution (or a chain) as a whole
+    RESIDENT = "resident"  # one resident's data
 
-STAFF_PERMISSIONS: dict[Action, frozenset[StaffRole]] = {
-    Action.INSTITUTION_VIEW: frozenset(StaffRole),
-    Action.RESIDENT_VIEW: _RESIDENT_READERS,
-    Action.RESIDENT_ADMIT: _RESIDENT_INTAKE,
-    Action.RESIDENT_UPDATE: _RESIDENT_INTAKE | {StaffRole.NURSE, StaffRole.BUTLER},
-    Action.RESIDENT_DISCHARGE: _RESIDENT_INTAKE,
-    Action.FAMILY_MEMBER_ADD: _RESIDENT_INTAKE | {StaffRole.BUTLER, StaffRole.NURSE},
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    level: Level
+    staff: frozenset[StaffRole] = frozenset()
+    chain: frozenset[ChainRole] = frozenset()
+    scopes: frozenset[str] = frozenset()
+    family: bool = False
+    supervisor: bool = False
+    operator: bool = False
+
+
+_ALL_STAFF = frozenset(StaffRole)
+_ALL_CHAIN = frozenset(ChainRole)
+_INTAKE = frozenset({StaffRole.INSTITUTION_ADMIN, StaffRole.SALES, StaffRole.HEAD_NURSE})
+_ADMIN = frozenset({StaffRole.INSTITUTION_ADMIN})
+_CHAIN_ADMIN = frozenset({ChainRole.CHAIN_ADMIN})
+READ_RESIDENTS, WRITE_RESIDENTS, WRITE_VITALS = "residents:read", "residents:write", "vitals:write"
+_ANY_SCOPE = frozenset({READ_RESIDENTS, WRITE_RESIDENTS, WRITE_VITALS})
+
+PERMISSIONS: dict[Action, Grant] = {
+    Action.INSTITUTION_VIEW: Grant(
+        Level.INSTITUTION,
+        staff=_ALL_STAFF,
+        chain=_ALL_CHAIN,
+        scopes=_ANY_SCOPE,
+        family=True,
+        supervisor=True,
+        operator=True,
+    ),
+    Action.INSTITUTION_PROVISION: Grant(Level.PLATFORM, operator=True),
+    Action.INSTITUTION_SECURITY: Grant(Level.INSTITUTION, staff=_ADMIN, chain=_CHAIN_ADMIN),
+    Action.RESIDENT_VIEW: Grant(
+        Level.RESIDENT, staff=_ALL_STAFF, scopes=frozenset({READ_RESIDENTS}), family=True
+    ),
+    Action.RESIDENT_ADMIT: Grant(Level.RESIDENT, staff=_INTAKE, scopes=frozenset({WRITE_RESIDENTS})),
+    Action.RESIDENT_UPDATE: Grant(
+        Level.RESIDENT,
+        staff=_INTAKE | {StaffRole.NURSE, StaffRole.BUTLER},
+        scopes=frozenset({WRITE_RESIDENTS}),
+    ),
+    Action.RESIDENT_DISCHARGE: Grant(Level.RESIDENT, staff=_INTAKE),
+    Action.FAMILY_MEMBER_ADD: Grant(
+        Level.RESIDENT,
+        staff=_INTAKE | {StaffRole.BUTLER, StaffRole.NURSE},
+        scopes=frozenset({WRITE_RESIDENTS}),
+    ),
+    Action.STAFF_VIEW: Grant(Level.INSTITUTION, staff=_ADMIN | {StaffRole.HEAD_NURSE}, chain=_ALL_CHAIN),
+    Action.STAFF_MANAGE: Grant(Level.INSTITUTION, staff=_ADMIN, chain=_CHAIN_ADMIN),
+    Action.CLIENT_MANAGE: Grant(Level.INSTITUTION, staff=_ADMIN, chain=_CHAIN_ADMIN),
+    # Every person with an account; an integrator client has none.
+    Action.ACCOUNT_SELF: Grant(
+        Level.ACCOUNT, staff=_ALL_STAFF, chain=_ALL_CHAIN, family=True, supervisor=True, operator=True
+    ),
 }
 
-OPERATOR_PERMISSIONS: frozenset[Action] = frozenset({Action.INSTITUTION_VIEW, Action.INSTITUTION_PROVISION})
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """An institution as the policy needs it: where it is and whose it is."""
+
+    institution_id: int
+    chain_id: int | None = None
+    region_id: int | None = None
+
+
+NOT_FOUND = "Not found."
 
 
 def authenticated(principal: Principal | None) -> Principal:
@@ -42,31 +119,154 @@ def authenticated(principal: Principal | None) -> Principal:
     return principal
 
 
-def require(principal: Principal | None, action: Action, *, institution_id: int | None = None) -> Principal:
-    """Raise unless `principal` may do `action` (in `institution_id`, for institution-bound actions)."""
+def require(
+    principal: Principal | None,
+    action: Action,
+    *,
+    institution: int | Place | None = None,
+    chain_id: int | None = None,
+    resident_id: int | None = None,
+) -> Principal:
+    """Raise unless `principal` may do `action`.
+
+    `institution` is the institution the resource belongs to (an id or, for registry entries, a
+    `Place`); None means the institution the request acts in. `chain_id` names a chain-level resource
+    (e.g. a chain's integrator clients). `resident_id` is the resident a resident-level action touches,
+    which matters for family accounts; without it a family account's reads are limited by
+    `resident_scope`.
+    """
     who = authenticated(principal)
-    if who.kind is PrincipalKind.OPERATOR:
-        if action in OPERATOR_PERMISSIONS:
-            return who
-        raise Forbidden("Platform operators have no access to resident data.")
-    if institution_id is not None and who.institution_id != institution_id:
-        raise NotFound("Not found.")
-    if not who.roles & STAFF_PERMISSIONS.get(action, frozenset()):
-        raise Forbidden("Your role does not allow this action.")
+    grant = PERMISSIONS[action]
+    if grant.level is Level.ACCOUNT:
+        _check(who.account_id is not None and _names_kind(grant, who.kind))
+        return who
+    place = Place(institution) if isinstance(institution, int) else institution
+    match who.kind:
+        case PrincipalKind.OPERATOR:
+            _check(grant.operator)
+        case PrincipalKind.SUPERVISOR:
+            _check(grant.supervisor and grant.level is not Level.RESIDENT)
+            if place is None or place.region_id not in who.region_ids:
+                raise NotFound(NOT_FOUND)
+        case PrincipalKind.FAMILY:
+            _check(grant.family)
+            _in_acting_institution(who, place, chain_id)
+            if resident_id is not None and resident_id not in who.followed_resident_ids:
+                raise NotFound(NOT_FOUND)
+        case PrincipalKind.INTEGRATOR:
+            _within_reach(who, place, chain_id)
+            _check(bool(who.scopes & grant.scopes))
+        case PrincipalKind.STAFF:
+            chain_wide = _within_reach(who, place, chain_id)
+            home = not chain_wide and who.institution_id is not None
+            _check(bool((home and who.roles & grant.staff) or who.chain_roles & grant.chain))
     return who
 
 
-def may(principal: Principal | None, action: Action, *, institution_id: int | None = None) -> bool:
+def _names_kind(grant: Grant, kind: PrincipalKind) -> bool:
+    match kind:
+        case PrincipalKind.STAFF:
+            return bool(grant.staff or grant.chain)
+        case PrincipalKind.INTEGRATOR:
+            return bool(grant.scopes)
+        case PrincipalKind.FAMILY:
+            return grant.family
+        case PrincipalKind.SUPERVISOR:
+            return grant.supervisor
+        case PrincipalKind.OPERATOR:
+            return grant.operator
+
+
+def _check(allowed: bool) -> None:
+    if not allowed:
+        raise Forbidden("Your role does not allow this action.")
+
+
+def _in_acting_institution(who: Principal, place: Place | None, chain_id: int | None) -> None:
+    if chain_id is not None or (place is not None and place.institution_id != who.institution_id):
+        raise NotFound(NOT_FOUND)
+
+
+def _within_reach(who: Principal, place: Place | None, chain_id: int | None) -> bool:
+    """NOT_FOUND unless the resource is in the principal's institution or chain; whether it is reached
+    through the chain only (so that staff roles of the home institution do not apply)."""
+    if chain_id is not None:
+        if chain_id != who.chain_id:
+            raise NotFound(NOT_FOUND)
+        return True
+    if place is None or place.institution_id == who.institution_id:
+        return who.institution_id is None
+    if who.chain_id is not None and place.chain_id == who.chain_id:
+        return True
+    raise NotFound(NOT_FOUND)
+
+
+def may(principal: Principal | None, action: Action, **resource: object) -> bool:
     try:
-        require(principal, action, institution_id=institution_id)
+        require(principal, action, **resource)  # type: ignore[arg-type]
     except (Unauthenticated, Forbidden, NotFound):
         return False
     return True
 
 
-def visible_institutions(principal: Principal | None) -> frozenset[int] | None:
-    """Institutions whose registry entry `principal` may list: None means all of them."""
-    who = require(principal, Action.INSTITUTION_VIEW)
+@dataclass(frozen=True, slots=True)
+class InstitutionScope:
+    """Which registry entries a principal may list: all, or those matching any of the sets."""
+
+    every: bool = False
+    institution_ids: frozenset[int] = frozenset()
+    chain_id: int | None = None
+    region_ids: frozenset[int] = frozenset()
+
+
+def visible_institutions(principal: Principal | None) -> InstitutionScope:
+    who = authenticated(principal)
     if who.kind is PrincipalKind.OPERATOR:
-        return None
-    return frozenset({who.institution_id}) if who.institution_id is not None else frozenset()
+        return InstitutionScope(every=True)
+    if who.kind is PrincipalKind.SUPERVISOR:
+        return InstitutionScope(region_ids=who.region_ids)
+    home = frozenset({who.institution_id}) if who.institution_id is not None else frozenset()
+    reaches_chain = who.chain_roles or who.kind is PrincipalKind.INTEGRATOR
+    return InstitutionScope(institution_ids=home, chain_id=who.chain_id if reaches_chain else None)
+
+
+def resident_scope(principal: Principal | None) -> frozenset[int] | None:
+    """Residents of the acting institution `principal` may read: None means all of them."""
+    who = authenticated(principal)
+    return who.followed_resident_ids if who.kind is PrincipalKind.FAMILY else None
+
+
+def _family_cell(grant: Grant) -> str:
+    if not grant.family:
+        return "—"
+    if grant.level is Level.ACCOUNT:
+        return "yes"
+    return "followed residents" if grant.level is Level.RESIDENT else "where they follow a resident"
+
+
+def _supervisor_cell(grant: Grant) -> str:
+    if not grant.supervisor:
+        return "—"
+    return "yes" if grant.level is Level.ACCOUNT else "own regions"
+
+
+def permission_table() -> str:
+    """PERMISSIONS as the Markdown table of docs/security.md."""
+    lines = [
+        "| action | level | staff roles | chain roles | integrator scopes | family | supervisor | operator |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for action, grant in PERMISSIONS.items():
+
+        def names(values: frozenset[str], every: frozenset[str]) -> str:
+            if values and values == every:
+                return "all"
+            return ", ".join(sorted(values)) or "—"
+
+        lines.append(
+            f"| `{action.value}` | {grant.level.value} | {names(grant.staff, _ALL_STAFF)} "
+            f"| {names(grant.chain, _ALL_CHAIN)} | {names(grant.scopes, _ANY_SCOPE)} "
+            f"| {_family_cell(grant)} "
+            f"| {_supervisor_cell(grant)} | {'yes' if grant.operator else '—'} |"
+        )
+    return "\n".join(lines) + "\n"

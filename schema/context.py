@@ -1,16 +1,21 @@
 """What every resolver receives as `info.context`."""
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from strawberry.dataloader import DataLoader
 from strawberry.types import Info
 
 from care.models import FamilyMember
 from care.residents import family_members_of
+from compliance.identity.login_throttle import LoginThrottle
 from compliance.principals import Principal
 from tenants.context import TenantRef
-from tenants.errors import DomainError, Unauthenticated
+from tenants.errors import DomainError, InvalidInput, Unauthenticated
 from tenants.models import Institution
+
+if TYPE_CHECKING:
+    from schema.rate_limits import RateLimiter
 
 
 async def _load_institutions(ids: list[int]) -> list[Institution | None]:
@@ -43,11 +48,27 @@ class RequestContext:
     tenant: TenantRef | None = None
     tenant_problem: DomainError | None = None
     loaders: Loaders = field(default_factory=Loaders)
+    # Charges each operation its cost (schema/rate_limits.py); None: not limited (tests, scripts).
+    rate_limiter: "RateLimiter | None" = None
+    # Sign-in's throttle, for operations that check a password (api/graphql.py sets both).
+    login_throttle: LoginThrottle | None = None
+    client_address: str = ""
+
+    def require_login_throttle(self) -> LoginThrottle:
+        if self.login_throttle is None:  # the app sets it at start: without it, refuse rather than not count
+            raise RuntimeError("no login throttle in the request context")
+        return self.login_throttle
 
     def require_tenant(self) -> TenantRef:
         if self.tenant is not None:
             return self.tenant
-        raise self.tenant_problem or Unauthenticated("Authentication required.")
+        if self.tenant_problem is not None:
+            raise self.tenant_problem
+        if self.principal is None:
+            raise Unauthenticated("Authentication required.")
+        raise InvalidInput(
+            "Name the institution to act in with the Yiyang-Institution header.", field="Yiyang-Institution"
+        )
 
 
 YiyangInfo = Info[RequestContext, None]

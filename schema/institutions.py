@@ -3,8 +3,9 @@
 from datetime import datetime
 
 import strawberry
+from tortoise.expressions import Q
 
-from compliance.policy import Action, require, visible_institutions
+from compliance.policy import Action, Place, require, visible_institutions
 from schema.context import YiyangInfo
 from schema.ids import decode_id, encode_id
 from schema.pagination import Connection, connection, page_request
@@ -59,6 +60,10 @@ class InstitutionType:
         )
 
 
+def place_of(row: Institution) -> Place:
+    return Place(row.id, chain_id=row.chain_id, region_id=row.region_id)
+
+
 def institutions_with_relations():
     return Institution.all().select_related("region", "chain")
 
@@ -88,8 +93,12 @@ class InstitutionQueries:
         visible = visible_institutions(info.context.principal)
         page = page_request(first, after)
         query = institutions_with_relations()
-        if visible is not None:
-            query = query.filter(id__in=list(visible))
+        if not visible.every:
+            query = query.filter(
+                Q(id__in=list(visible.institution_ids))
+                | Q(chain_id=visible.chain_id or 0)
+                | Q(region_id__in=list(visible.region_ids))
+            )
         rows = (
             await query.filter(**({"id__gt": page.after_key} if page.after_key else {}))
             .order_by("id")
@@ -106,10 +115,10 @@ class InstitutionQueries:
     @strawberry.field
     async def institution(self, info: YiyangInfo, id: strawberry.ID) -> InstitutionType:
         (institution_id,) = decode_id("Institution", id, 1)
-        require(info.context.principal, Action.INSTITUTION_VIEW, institution_id=institution_id)
         row = await institutions_with_relations().get_or_none(id=institution_id)
         if row is None:
             raise NotFound("Not found.")
+        require(info.context.principal, Action.INSTITUTION_VIEW, institution=place_of(row))
         return InstitutionType.from_model(row)
 
 

@@ -15,7 +15,7 @@ from care.models import (
     Resident,
     ResidentStatus,
 )
-from compliance.policy import Action, require
+from compliance.policy import Action, require, resident_scope
 from schema.context import YiyangInfo
 from schema.ids import decode_id, encode_id
 from schema.institutions import InstitutionType
@@ -187,7 +187,7 @@ class AddFamilyMemberPayload:
 def _resident_pk(info: YiyangInfo, resident_id: str, action: Action, field: str = "id") -> tuple[int, int]:
     """(institution id, primary key) of a resident id the caller may act on, else NOT_FOUND/FORBIDDEN."""
     institution_id, pk = decode_id("Resident", resident_id, 2, field=field)
-    require(info.context.principal, action, institution_id=institution_id)
+    require(info.context.principal, action, institution=institution_id, resident_id=pk)
     if info.context.require_tenant().institution_id != institution_id:
         raise NotFound("Not found.")
     return institution_id, pk
@@ -224,6 +224,7 @@ class ResidentQueries:
             care_level=given.care_level,
             building=given.building,
             name_contains=given.name_contains,
+            only_ids=resident_scope(info.context.principal),
         )
         rows = await care.list_residents(criteria, after_id=page.after_key, limit=page.size + 1)
         return connection(

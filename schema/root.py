@@ -10,7 +10,9 @@ from strawberry.types import ExecutionContext
 
 from schema.document_limits import DocumentLimits, DocumentLimitsAndCache
 from schema.execution import YiyangExecutionContext
+from schema.identity import IdentityMutations, IdentityQueries
 from schema.institutions import InstitutionMutations, InstitutionQueries
+from schema.rate_limits import RateLimits
 from schema.residents import ResidentMutations, ResidentQueries
 from tenants.errors import DomainError
 
@@ -29,12 +31,12 @@ class RequestDocumentLimits(DocumentLimitsAndCache):
 
 
 @strawberry.type
-class Query(InstitutionQueries, ResidentQueries):
+class Query(InstitutionQueries, ResidentQueries, IdentityQueries):
     pass
 
 
 @strawberry.type
-class Mutation(InstitutionMutations, ResidentMutations):
+class Mutation(InstitutionMutations, ResidentMutations, IdentityMutations):
     pass
 
 
@@ -63,5 +65,5 @@ def build_schema() -> strawberry.Schema:
         mutation=Mutation,
         execution_context_class=YiyangExecutionContext,
         # The class itself: strawberry constructs a bare instance per request; the caches live in `limits`.
-        extensions=[RequestDocumentLimits],
+        extensions=[RequestDocumentLimits, RateLimits],
     )

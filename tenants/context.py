@@ -12,6 +12,8 @@ class TenantRef:
     schema_name: str
     time_zone: str = "Asia/Shanghai"
     currency: str = "CNY"
+    chain_id: int | None = None  # what the policy checks a chain principal against
+    region_id: int | None = None
 
     def __post_init__(self) -> None:
         validate_schema_name(self.schema_name)

@@ -19,6 +19,7 @@ ORM_APPS = {
             "compliance.identity.account_models",
             "compliance.identity.signing_key_model",
             "compliance.identity.client_models",
+            "compliance.identity.authorization_models",
         ],
         "default_connection": "default",
     },

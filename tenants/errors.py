@@ -43,3 +43,13 @@ class ValidationFailed(InvalidInput):
 
 class Unauthenticated(DomainError):
     code = "UNAUTHENTICATED"
+
+
+class RateLimited(DomainError):
+    """The caller spent its budget of GraphQL operations: nothing was executed; retry after a while."""
+
+    code = "RATE_LIMITED"
+
+    def __init__(self, message: str, *, retry_after_seconds: int, **params: object) -> None:
+        super().__init__(message, **params)
+        self.retry_after_seconds = retry_after_seconds

@@ -47,6 +47,8 @@ class Institution(Model):
     time_zone = fields.CharField(max_length=64, default="Asia/Shanghai")
     currency = fields.CharField(max_length=3, default="CNY")
     bed_capacity = fields.IntField(default=0)
+    # Admin and clinical staff must sign in with a TOTP second factor (compliance/identity/totp.py).
+    requires_totp = fields.BooleanField(default=False)
     created_at = fields.DatetimeField(auto_now_add=True)
 
     region_id: int

@@ -88,6 +88,8 @@ def tenant_ref(institution: Institution) -> TenantRef:
         schema_name=institution.schema_name,
         time_zone=institution.time_zone,
         currency=institution.currency,
+        chain_id=institution.chain_id,
+        region_id=institution.region_id,
     )
 
 

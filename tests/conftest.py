@@ -15,12 +15,13 @@ import httpx
 import pytest
 
 from api.app import create_app
-from api.dev_tokens import issue_dev_token
 from api.services import BackingServices, scratch_database
-from api.settings import REPO_ROOT, Settings
+from api.settings import DEFAULT_ISSUER, REPO_ROOT, Settings
+from compliance.identity.access_tokens import AccessTokenClaims, encode_access_token
+from compliance.identity.keys import ActiveKey, signing_key
 from compliance.principals import Principal, PrincipalKind, StaffRole
 
-TOKEN_SECRET = "test-token-secret-" + "x" * 32
+TEST_CLIENT_ID = "yiyang-tests"
 WORLD_INSTITUTIONS = 20
 WORLD_REGIONS = (("test-east", "华东测试区"), ("test-west", "西部测试区"))
 WORLD_CHAINS = ("测试连锁", "另一连锁")
@@ -61,7 +62,6 @@ def settings(database_url: str, endpoints: Endpoints) -> Settings:
         database_url=database_url,
         redis_url=endpoints.redis_url,
         environment="test",
-        token_secret=TOKEN_SECRET,
         max_body_bytes=64 * 1024,
     )
 
@@ -73,6 +73,7 @@ async def app(settings: Settings) -> AsyncIterator[object]:
     await migrate_all(settings.database_url)
     application = create_app(settings)
     async with application.router.lifespan_context(application):
+        _signing_keys.append(await signing_key())
         yield application
 
 
@@ -83,18 +84,35 @@ async def client(app: object) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-def staff_token(institution_id: int, *roles: StaffRole, ttl: int = 3600) -> str:
-    principal = Principal(
-        subject=f"staff-{institution_id}",
-        kind=PrincipalKind.STAFF,
-        institution_id=institution_id,
-        roles=frozenset(roles or {StaffRole.INSTITUTION_ADMIN}),
+_signing_keys: list[ActiveKey] = []
+
+
+def token_for(principal: Principal, *, lifetime_seconds: int = 600) -> str:
+    """An access token such as the authorization server issues, signed with the real active key (the
+    `app` fixture must have run)."""
+    claims = AccessTokenClaims.for_principal(
+        principal,
+        issuer=DEFAULT_ISSUER,
+        client_id=principal.client_id or TEST_CLIENT_ID,
+        scope=principal.scopes,
+        lifetime_seconds=lifetime_seconds,
     )
-    return issue_dev_token(TOKEN_SECRET, principal, ttl_seconds=ttl)
+    return encode_access_token(claims, _signing_keys[-1])
+
+
+def staff_token(institution_id: int, *roles: StaffRole) -> str:
+    return token_for(
+        Principal(
+            subject=f"account:{900_000 + institution_id}",
+            kind=PrincipalKind.STAFF,
+            institution_id=institution_id,
+            roles=frozenset(roles or {StaffRole.INSTITUTION_ADMIN}),
+        )
+    )
 
 
 def operator_token() -> str:
-    return issue_dev_token(TOKEN_SECRET, Principal(subject="ops", kind=PrincipalKind.OPERATOR))
+    return token_for(Principal(subject="account:999999", kind=PrincipalKind.OPERATOR))
 
 
 async def gql(
@@ -199,7 +217,6 @@ def live_server(settings: Settings, world: World) -> Iterator[LiveServer]:
         **os.environ,
         "DATABASE_URL": settings.database_url,
         "REDIS_URL": settings.redis_url,
-        "YIYANG_TOKEN_SECRET": TOKEN_SECRET,
         "YIYANG_ENV": "test",
         "YIYANG_LOG_LEVEL": "warning",
     }

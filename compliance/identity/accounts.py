@@ -26,7 +26,14 @@ from compliance.identity.passwords import (
     verify_password,
 )
 from compliance.principals import ChainRole, Principal, PrincipalKind, StaffRole
-from tenants.errors import Conflict, InvalidInput, NotFound, Unauthenticated, ValidationFailed
+from tenants.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    Unauthenticated,
+    ValidationFailed,
+)
 from tenants.models import Institution, InstitutionStatus
 
 WRONG_CREDENTIALS = "Login or password is wrong."
@@ -113,9 +120,22 @@ async def authenticate(login: str, password: str, ip: str, *, throttle: LoginThr
     return account
 
 
-async def change_password(account: UserAccount, current_password: str, new_password: str) -> None:
+async def change_password(
+    account: UserAccount, current_password: str, new_password: str, *, throttle: LoginThrottle, ip: str
+) -> None:
+    """Replace the password, proven by the current one. Wrong current passwords count against the same
+    throttle as sign-in: a stolen access token must not become a way to guess the password."""
+    attempt = await throttle.reserve(account.login, ip)
+    if isinstance(attempt, Lockout):
+        raise RateLimited(
+            "Too many wrong passwords. Try again in {seconds} seconds.",
+            retry_after_seconds=attempt.retry_after_seconds,
+            seconds=attempt.retry_after_seconds,
+        )
     if not await verify_password(account.password_hash, current_password):
+        await throttle.failed(attempt)
         raise InvalidInput("The current password is wrong.", field="currentPassword")
+    await throttle.succeeded(attempt)
     check_password_policy(new_password, login=account.login, field="newPassword")
     if current_password == new_password:
         raise ValidationFailed(

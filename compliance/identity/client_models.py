@@ -13,7 +13,7 @@ from tenants.schema_names import SHARED_SCHEMA
 
 class ClientKind(StrEnum):
     INTEGRATOR = "integrator"  # confidential: a secret, the client-credentials grant, one institution/chain
-    PUBLIC = "public"  # the SPA later: no secret, authorization code with PKCE
+    PUBLIC = "public"  # first-party apps: no secret, authorization code with PKCE, refresh tokens
 
 
 class OAuthClient(Model):
@@ -29,6 +29,8 @@ class OAuthClient(Model):
         "shared.Chain", related_name="oauth_clients", null=True, on_delete=fields.CASCADE
     )
     allowed_scopes: list[str] = ArrayField(element_type="text", default=list)  # type: ignore[assignment]
+    # Public clients only: where codes may be sent, compared exactly (0005_authorization.sql).
+    redirect_uris: list[str] = ArrayField(element_type="text", default=list)  # type: ignore[assignment]
     created_by = fields.CharField(max_length=200)
     created_at = fields.DatetimeField(auto_now_add=True)
     revoked_at: datetime | None = fields.DatetimeField(null=True)  # type: ignore[assignment]

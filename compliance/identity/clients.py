@@ -12,6 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from tortoise.expressions import Q
+from tortoise.queryset import QuerySet
+
 from compliance.identity.client_models import ClientKind, OAuthClient
 from tenants.errors import InvalidInput, NotFound
 from tenants.models import Chain, Institution
@@ -109,3 +112,31 @@ async def revoke_client(client_id: str) -> None:
     )
     if not updated and not await OAuthClient.exists(client_id=client_id):
         raise NotFound("Not found.")
+
+
+def _integrator_clients(institution_id: int | None, chain_id: int | None) -> QuerySet[OAuthClient]:
+    bound = [Q(institution_id=institution_id)] if institution_id is not None else []
+    bound += [Q(chain_id=chain_id)] if chain_id is not None else []
+    if not bound:
+        return OAuthClient.filter(id__in=[])
+    return OAuthClient.filter(Q(*bound, join_type=Q.OR), kind=ClientKind.INTEGRATOR)
+
+
+async def integrator_clients_page(
+    *, institution_id: int | None, chain_id: int | None, after_id: int | None, limit: int
+) -> list[OAuthClient]:
+    """Integrator clients bound to the institution or to the chain (revoked ones too), in id order; the
+    chain of each is selected."""
+    query = _integrator_clients(institution_id, chain_id)
+    if after_id is not None:
+        query = query.filter(id__gt=after_id)
+    return await query.select_related("chain").order_by("id").limit(limit)
+
+
+async def count_integrator_clients(*, institution_id: int | None, chain_id: int | None) -> int:
+    return await _integrator_clients(institution_id, chain_id).count()
+
+
+async def integrator_client(pk: int) -> OAuthClient | None:
+    """The integrator client with primary key `pk`, its chain selected."""
+    return await OAuthClient.filter(id=pk, kind=ClientKind.INTEGRATOR).select_related("chain").first()

@@ -43,7 +43,7 @@ RETIRE_AFTER_SECONDS = MAX_ACCESS_TOKEN_LIFETIME_SECONDS + CLOCK_SKEW_SECONDS
 ROOT_KEY_VARIABLE = "YIYANG_ROOT_KEY"
 # Development and test only: Settings-independent, because a sealed key must open in every process.
 _DEVELOPMENT_ROOT_KEY = b"yiyang-development-only-root-key"  # 32 bytes
-_SEALED_FORMAT = b"\x01"  # version byte: AES-256-GCM, 12-byte nonce, kid as associated data
+_SEALED_FORMAT = b"\x01"  # version byte: AES-256-GCM, 12-byte nonce, then ciphertext and tag
 _NONCE_BYTES = 12
 # Serialises key creation among processes (two processes starting at once must not both create one).
 _KEY_CREATION_LOCK = 0x5969_7961_6E68
@@ -74,20 +74,31 @@ def root_key_from_environ(environ: Mapping[str, str] = os.environ) -> bytes:
     return key
 
 
-def seal_private_key(root_key: bytes, kid: str, private_pem: bytes) -> bytes:
+def seal(root_key: bytes, plaintext: bytes, associated_data: bytes) -> bytes:
+    """`plaintext` sealed with AES-256-GCM under the root key; it opens only with the same associated data,
+    which binds it to its row (a sealed value copied onto another row does not open there)."""
     nonce = secrets.token_bytes(_NONCE_BYTES)
+    return _SEALED_FORMAT + nonce + AESGCM(root_key).encrypt(nonce, plaintext, associated_data)
+
+
+def unseal(root_key: bytes, sealed: bytes, associated_data: bytes, *, what: str) -> bytes:
+    """The plaintext of `seal`; RootKeyError (naming `what`) if the format, key or associated data differ."""
+    if not sealed.startswith(_SEALED_FORMAT):
+        raise RootKeyError(f"{what}: unknown sealed format")
+    nonce = sealed[1 : 1 + _NONCE_BYTES]
+    try:
+        return AESGCM(root_key).decrypt(nonce, sealed[1 + _NONCE_BYTES :], associated_data)
+    except InvalidTag:
+        raise RootKeyError(f"{what} does not open with this root key") from None
+
+
+def seal_private_key(root_key: bytes, kid: str, private_pem: bytes) -> bytes:
     # The kid as associated data: a sealed key copied onto another row does not open there.
-    return _SEALED_FORMAT + nonce + AESGCM(root_key).encrypt(nonce, private_pem, kid.encode())
+    return seal(root_key, private_pem, kid.encode())
 
 
 def open_private_key(root_key: bytes, kid: str, sealed: bytes) -> bytes:
-    if not sealed.startswith(_SEALED_FORMAT):
-        raise RootKeyError(f"signing key {kid}: unknown sealed format")
-    nonce = sealed[1 : 1 + _NONCE_BYTES]
-    try:
-        return AESGCM(root_key).decrypt(nonce, sealed[1 + _NONCE_BYTES :], kid.encode())
-    except InvalidTag:
-        raise RootKeyError(f"signing key {kid} does not open with this root key") from None
+    return unseal(root_key, sealed, kid.encode(), what=f"signing key {kid}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,15 +1,19 @@
 """Bad input of every kind gets a clear error with a code, leaks nothing, and the server keeps serving."""
 
+import base64
+import hashlib
+import hmac
+import json
 import time
 
 import httpx
 import pytest
 from joserfc import jwt
-from joserfc.jwk import OctKey
 
-from api.dev_tokens import AUDIENCE, ISSUER, issue_dev_token
+from api.settings import DEFAULT_ISSUER
+from compliance.identity.access_tokens import AccessTokenClaims, api_audience
 from compliance.principals import Principal, PrincipalKind, StaffRole
-from tests.conftest import TOKEN_SECRET, World, staff_token
+from tests.conftest import World, _signing_keys, operator_token, staff_token
 
 HEALTHY_QUERY = "{ residents(first: 1) { edges { node { name } } } }"
 
@@ -116,42 +120,54 @@ async def test_not_json(client: httpx.AsyncClient, token: str) -> None:
     assert "Traceback" not in response.text
 
 
-def _raw_token(claims: dict, key: str = TOKEN_SECRET, alg: str = "HS256") -> str:
-    return jwt.encode({"alg": alg}, claims, OctKey.import_key(key), algorithms=[alg])
-
-
 def _claims(**overrides: object) -> dict:
-    now = int(time.time())
-    base = {
-        "iss": ISSUER,
-        "aud": AUDIENCE,
-        "sub": "x",
-        "kind": "staff",
-        "roles": ["institution_admin"],
-        "inst": 1,
-        "iat": now,
-        "nbf": now,
-        "exp": now + 600,
-    }
-    return base | overrides
+    staff = Principal("account:1", PrincipalKind.STAFF, institution_id=1, roles=frozenset(StaffRole))
+    claims = AccessTokenClaims.for_principal(staff, issuer=DEFAULT_ISSUER, client_id="tests").to_jwt()
+    return claims | overrides
 
 
-@pytest.mark.parametrize(
-    "bad_token",
-    [
-        pytest.param(None, id="missing"),
-        pytest.param("not-a-jwt", id="garbage"),
-        pytest.param(_raw_token(_claims(exp=int(time.time()) - 3600)), id="expired"),
-        pytest.param(_raw_token(_claims(nbf=int(time.time()) + 3600)), id="not-yet-valid"),
-        pytest.param(_raw_token(_claims(), key="another-secret-" + "y" * 32), id="forged"),
-        pytest.param(_raw_token(_claims(aud="someone-else")), id="wrong-audience"),
-        pytest.param(_raw_token(_claims(iss="evil")), id="wrong-issuer"),
-        pytest.param(_raw_token(_claims(inst="1")), id="institution-not-an-int"),
-        pytest.param("eyJhbGciOiJub25lIn0." + _raw_token(_claims()).split(".")[1] + ".", id="alg-none"),
-    ],
-)
-async def test_refused_tokens(client: httpx.AsyncClient, bad_token: str | None) -> None:
-    response = await post(client, {"query": HEALTHY_QUERY}, bad_token)
+def _signed(claims: dict, **header: object) -> str:
+    """Signed with our real active key, so only what the case changes is wrong."""
+    key = _signing_keys[-1]
+    fields = {"alg": "ES256", "typ": "at+jwt", "kid": key.kid, **header}
+    return jwt.encode(fields, claims, key.private_key, algorithms=["ES256"])
+
+
+def _hs256_with_our_public_key() -> str:
+    """Algorithm confusion: an HMAC keyed with our public key (built by hand: JOSE libraries refuse)."""
+    public = _signing_keys[-1].private_key.as_pem(private=False)
+    header = _b64(json.dumps({"alg": "HS256", "typ": "at+jwt", "kid": _signing_keys[-1].kid}).encode())
+    payload = _b64(json.dumps(_claims()).encode())
+    mac = hmac.new(public, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    return f"{header}.{payload}.{_b64(mac)}"
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+# Each case builds its token when the test runs: the signing key exists only once the app has started.
+# The verification module's own tests go through every refusal reason; these show that the endpoint
+# answers each with 401 and one UNAUTHENTICATED error.
+REFUSED_TOKENS = {
+    "missing": lambda: None,
+    "garbage": lambda: "not-a-jwt",
+    "expired": lambda: _signed(_claims(exp=int(time.time()) - 3600, iat=int(time.time()) - 3900)),
+    "not-yet-valid": lambda: _signed(_claims(nbf=int(time.time()) + 3600)),
+    "wrong-audience": lambda: _signed(_claims(aud="someone-else")),
+    "wrong-issuer": lambda: _signed(_claims(iss="https://evil.example")),
+    "institution-not-an-int": lambda: _signed(_claims(institution_id="1")),
+    "alg-none": lambda: "eyJhbGciOiJub25lIn0." + _signed(_claims()).split(".")[1] + ".",
+    "hs256-with-public-key": _hs256_with_our_public_key,
+    "unknown-kid": lambda: _signed(_claims(), kid="not-one-of-ours"),
+    "tampered": lambda: _signed(_claims()).replace(".", ".x", 1),
+    "audience-of-the-api-elsewhere": lambda: _signed(_claims(aud=api_audience("https://other.example"))),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED_TOKENS)
+async def test_refused_tokens(client: httpx.AsyncClient, case: str) -> None:
+    response = await post(client, {"query": HEALTHY_QUERY}, REFUSED_TOKENS[case]())
     assert response.status_code == 401
     assert codes(response.json()) == ["UNAUTHENTICATED"]
     assert response.headers["www-authenticate"].startswith("Bearer")
@@ -179,8 +195,7 @@ async def test_role_without_permission_is_forbidden(client: httpx.AsyncClient, w
 
 
 async def test_operator_sees_no_residents(client: httpx.AsyncClient) -> None:
-    operator = issue_dev_token(TOKEN_SECRET, Principal(subject="ops", kind=PrincipalKind.OPERATOR))
-    body = (await post(client, {"query": HEALTHY_QUERY}, operator)).json()
+    body = (await post(client, {"query": HEALTHY_QUERY}, operator_token())).json()
     assert codes(body) == ["FORBIDDEN"]
 
 

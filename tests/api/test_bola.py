@@ -1,8 +1,15 @@
 """Every argument that takes an id, given an id of another institution: NOT_FOUND, and nothing changes."""
 
+import uuid
+from collections.abc import Mapping
+
 import httpx
 from graphql import GraphQLNonNull, GraphQLObjectType, get_named_type
 
+from compliance.identity.account_models import AccountKind
+from compliance.identity.accounts import NewAccount, add_staff_membership, create_account
+from compliance.identity.clients import create_integrator_client
+from compliance.principals import StaffRole
 from schema.ids import encode_id
 from schema.root import build_schema
 from tests.conftest import World, gql
@@ -25,7 +32,47 @@ PROBES: dict[tuple[str, str, str], tuple[str, str]] = {
         'mutation($id: ID!) { addFamilyMember(input: {residentId: $id, name: "陌生人", relationship: FRIEND,'
         ' phone: "13800000000"}) { familyMember { name } } }',
     ),
+    ("mutation", "setStaffRoles", "input.staffMemberId"): (
+        "StaffMember",
+        "mutation($id: ID!) { setStaffRoles(input: {staffMemberId: $id, roles: [INSTITUTION_ADMIN]})"
+        " { staffMember { id roles } } }",
+    ),
+    ("mutation", "removeStaffMember", "input.staffMemberId"): (
+        "StaffMember",
+        "mutation($id: ID!) { removeStaffMember(input: {staffMemberId: $id}) { removedStaffMemberId } }",
+    ),
+    ("mutation", "revokeIntegratorClient", "input.id"): (
+        "IntegratorClient",
+        "mutation($id: ID!) { revokeIntegratorClient(input: {id: $id}) { client { revokedAt } } }",
+    ),
 }
+
+
+def foreign_id(type_name: str, institution_id: int, prepared: Mapping[str, str] | None = None) -> str:
+    """An id of an object of type `type_name` that exists in institution `institution_id`."""
+    if prepared and type_name in prepared:
+        return prepared[type_name]
+    if type_name == "Institution":
+        return encode_id(type_name, institution_id)
+    return encode_id(type_name, institution_id, 1)
+
+
+async def prepared_foreign_ids(institution_id: int) -> dict[str, str]:
+    """Ids of real objects of `institution_id` whose id shape does not follow (institution, 1): a staff
+    member (an account with a role there) and an integrator client bound to it."""
+    account = await create_account(
+        NewAccount(
+            AccountKind.STAFF, f"bola-{uuid.uuid4().hex[:12]}@example.com", "陌生员工", "bola-probe-password"
+        )
+    )
+    await add_staff_membership(account, institution_id, StaffRole.NURSE)
+    created = await create_integrator_client(
+        "陌生对接", scopes=["residents:read"], created_by="test", institution_id=institution_id
+    )
+    return {
+        "StaffMember": encode_id("StaffMember", institution_id, account.id),
+        "IntegratorClient": encode_id("IntegratorClient", created.client.id),
+    }
 
 
 def id_arguments() -> set[tuple[str, str, str]]:
@@ -61,11 +108,11 @@ async def test_ids_of_another_institution_are_not_found(client: httpx.AsyncClien
     before = await gql(
         client, "{ residents(first: 50) { edges { node { id name status } } } }", token=world.token(theirs)
     )
+    prepared = await prepared_foreign_ids(theirs)
     for (_, field, _), (type_name, operation) in PROBES.items():
-        foreign_id = (
-            encode_id(type_name, theirs) if type_name == "Institution" else encode_id(type_name, theirs, 1)
+        body = await gql(
+            client, operation, {"id": foreign_id(type_name, theirs, prepared)}, token=world.token(mine)
         )
-        body = await gql(client, operation, {"id": foreign_id}, token=world.token(mine))
         codes = [error["extensions"]["code"] for error in body.get("errors", [])]
         assert codes == ["NOT_FOUND"], (field, body)
         assert body.get("data") is None, (field, body)

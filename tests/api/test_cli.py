@@ -4,10 +4,14 @@ import os
 import subprocess
 import sys
 
-from api.dev_tokens import verify_dev_token
 from api.settings import REPO_ROOT, Settings
+from compliance.identity.access_tokens import verify_access_token
+from compliance.identity.account_models import AccountKind
+from compliance.identity.accounts import NewAccount, add_staff_membership, create_account
 from compliance.principals import StaffRole
-from tests.conftest import TOKEN_SECRET, World
+from tests.conftest import World
+
+PASSWORD = "lanterns-over-the-river"
 
 
 def yiyang(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -15,7 +19,6 @@ def yiyang(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
         **os.environ,
         "DATABASE_URL": settings.database_url,
         "REDIS_URL": settings.redis_url,
-        "YIYANG_TOKEN_SECRET": TOKEN_SECRET,
     }
     return subprocess.run(
         [sys.executable, "-m", "api.cli", *args],
@@ -52,11 +55,22 @@ def test_tenants_create_refuses_bad_input(settings: Settings, world: World) -> N
     assert "Traceback" not in refused.stderr
 
 
-def test_token_command_issues_a_working_token(settings: Settings, world: World) -> None:
-    issued = yiyang(settings, "token", "--institution", str(world.institution_ids[0]), "--role", "nurse")
+async def test_token_command_issues_a_working_token(settings: Settings, world: World) -> None:
+    account = await create_account(
+        NewAccount(
+            kind=AccountKind.STAFF, login="cli-nurse@example.com", display_name="护士", password=PASSWORD
+        )
+    )
+    await add_staff_membership(account, world.institution_ids[0], StaffRole.NURSE)
+    issued = yiyang(settings, "token", "--login", "CLI-Nurse@example.com")
     assert issued.returncode == 0, issued.stderr
-    principal = verify_dev_token(TOKEN_SECRET, issued.stdout.strip())
+    claims = await verify_access_token(issued.stdout.strip(), issuer=settings.issuer)
+    principal = claims.principal()
     assert principal.institution_id == world.institution_ids[0] and principal.roles == {StaffRole.NURSE}
+    assert principal.subject == f"account:{account.id}" and claims.expires_at - claims.issued_at == 600
+
+    unknown = yiyang(settings, "token", "--login", "nobody@example.com")
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
 
 
 def test_clients_create_then_revoke(settings: Settings, world: World) -> None:

@@ -12,6 +12,7 @@ from strawberry.extensions import AddValidationRules, MaxTokensLimiter, ParserCa
 import schema.document_limits as document_limits
 from schema.document_limits import DocumentLimits, DocumentLimitsAndCache
 from schema.execution import YiyangExecutionContext
+from schema.rate_limits import RateLimits
 from schema.root import (
     LIMIT_RULES,
     MAX_ALIASES,
@@ -90,15 +91,15 @@ async def test_refusals_match_when_executed_async() -> None:
         assert described(await schema.execute(query)) == described(await old.execute(query))
 
 
-def test_the_limits_are_the_boundaries() -> None:
-    schema = build_schema()
-    at_the_limit = schema.execute_sync("{" + " __typename" * (MAX_TOKENS - 2) + " }")  # braces count
+async def test_the_limits_are_the_boundaries() -> None:
+    schema = build_schema()  # executed asynchronously: the rate limiter's hook is async
+    at_the_limit = await schema.execute("{" + " __typename" * (MAX_TOKENS - 2) + " }")  # braces count
     assert not any("Syntax Error" in error.message for error in at_the_limit.errors or [])
     aliases = "{ " + " ".join(f"a{i}: __typename" for i in range(MAX_ALIASES)) + " }"
-    assert schema.execute_sync(aliases).errors is None
-    deep_enough = [error.message for error in schema.execute_sync(nested(MAX_DEPTH)).errors or []]
+    assert (await schema.execute(aliases)).errors is None
+    deep_enough = [error.message for error in (await schema.execute(nested(MAX_DEPTH))).errors or []]
     assert not any("maximum operation depth" in message for message in deep_enough)
-    too_deep = [error.message for error in schema.execute_sync(nested(MAX_DEPTH + 1)).errors or []]
+    too_deep = [error.message for error in (await schema.execute(nested(MAX_DEPTH + 1))).errors or []]
     assert f"'anonymous' exceeds maximum operation depth of {MAX_DEPTH}" in too_deep
 
 
@@ -156,7 +157,7 @@ async def test_the_same_query_is_parsed_and_validated_once(
     assert [calls.count for calls in strawberry_fallbacks] == [0, 0]
     # Every schema built shares the parse cache; validation results are per schema, as with
     # ParserCache and ValidationCache.
-    assert build_schema().execute_sync(query).data == {"__typename": "Query"}
+    assert (await build_schema().execute(query)).data == {"__typename": "Query"}
     assert (parses.count, validations.count) == (1, 2)
 
 
@@ -206,7 +207,7 @@ def test_the_token_limit_is_part_of_the_parse_cache_key() -> None:
 
 async def test_each_request_has_its_own_extension_instance() -> None:
     schema = build_schema()
-    assert schema.extensions == (RequestDocumentLimits,)
+    assert schema.extensions == (RequestDocumentLimits, RateLimits)
     first, second = schema.get_extensions()[0], schema.get_extensions()[0]
     assert isinstance(first, RequestDocumentLimits) and first is not second
     queries = [f"{{ q{i}: __typename }}" if i % 2 else TOO_MANY_ALIASES for i in range(40)]

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from api.launcher import ENVIRONMENT_FILE
 from api.settings import REPO_ROOT
 from tests.conftest import _free_port
 
@@ -35,7 +36,6 @@ def _descendants_and_servers(root_pid: int, data_dir: Path) -> list[psutil.Proce
 def test_run_serves_the_demo_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
-    env["YIYANG_TOKEN_SECRET"] = "launcher-test-secret-" + "z" * 32
     product = subprocess.Popen(
         [sys.executable, "-m", "api.cli", "run", "--port", str(port), "--data-dir", str(tmp_path)],
         cwd=REPO_ROOT,
@@ -58,10 +58,14 @@ def test_run_serves_the_demo_and_ctrl_c_stops_everything(tmp_path: Path) -> None
             raise AssertionError(
                 f"not healthy in time; output:\n{product.stdout.read() if product.stdout else ''}"
             )
+        started_env = dict(
+            line.split("=", 1) for line in (tmp_path / ENVIRONMENT_FILE).read_text().splitlines()
+        )
+        assert started_env["YIYANG_ISSUER"] == base
         token = subprocess.run(
-            [sys.executable, "-m", "api.cli", "token", "--institution", "1"],
+            [sys.executable, "-m", "api.cli", "token", "--login", "nurse01@demo.yiyang.cn"],
             cwd=REPO_ROOT,
-            env=env,
+            env={**env, **started_env},
             capture_output=True,
             text=True,
             check=True,

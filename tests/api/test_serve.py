@@ -143,7 +143,6 @@ def test_production_without_a_root_key_is_refused(settings: Settings) -> None:
     result = _refused(
         settings,
         YIYANG_ENV="production",
-        YIYANG_TOKEN_SECRET="s" * 40,
         YIYANG_ISSUER="https://api.yiyang.example",
         YIYANG_ROOT_KEY="",
     )

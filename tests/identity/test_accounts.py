@@ -40,7 +40,14 @@ from compliance.identity.accounts import (
 from compliance.identity.login_throttle import LockScope, LoginThrottle, ThrottlePolicy
 from compliance.identity.passwords import check_password_policy, hash_password, needs_rehash, verify_password
 from compliance.principals import PrincipalKind, StaffRole
-from tenants.errors import Conflict, InvalidInput, NotFound, Unauthenticated, ValidationFailed
+from tenants.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    Unauthenticated,
+    ValidationFailed,
+)
 from tenants.models import Institution
 from tests.conftest import ManualClock, World
 
@@ -233,15 +240,16 @@ async def test_thirty_concurrent_guesses_check_at_most_five_passwords(
 async def test_change_password_needs_the_current_one(app: object, throttle: LoginThrottle) -> None:
     account = await new_account()
     before = account.password_changed_at
+    checked = {"throttle": throttle, "ip": "10.0.0.8"}
     with pytest.raises(InvalidInput) as wrong:
-        await change_password(account, "not-the-password", "a-brand-new-passphrase")
+        await change_password(account, "not-the-password", "a-brand-new-passphrase", **checked)
     assert wrong.value.field == "currentPassword"
     with pytest.raises(ValidationFailed) as weak:
-        await change_password(account, PASSWORD, "qwertyuiop")
+        await change_password(account, PASSWORD, "qwertyuiop", **checked)
     assert weak.value.field == "newPassword"
     with pytest.raises(ValidationFailed):
-        await change_password(account, PASSWORD, PASSWORD)
-    await change_password(account, PASSWORD, "a-brand-new-passphrase")
+        await change_password(account, PASSWORD, PASSWORD, **checked)
+    await change_password(account, PASSWORD, "a-brand-new-passphrase", **checked)
     reloaded = await UserAccount.get(id=account.id)
     assert reloaded.password_changed_at > before
     with pytest.raises(LoginFailed):
@@ -252,6 +260,24 @@ async def test_change_password_needs_the_current_one(app: object, throttle: Logi
 
 
 # Memberships and principals
+
+
+async def test_wrong_current_passwords_lock_the_account_like_failed_sign_ins(
+    app: object, throttle: LoginThrottle, clock: ManualClock
+) -> None:
+    """A stolen access token must not let anyone guess the password through changePassword."""
+    account = await new_account()
+    checked = {"throttle": throttle, "ip": "10.0.0.9"}
+    for _ in range(ThrottlePolicy().account_failures):
+        with pytest.raises(InvalidInput):
+            await change_password(account, "guess", "a-brand-new-passphrase", **checked)
+    with pytest.raises(RateLimited) as locked:  # even the right password, now
+        await change_password(account, PASSWORD, "a-brand-new-passphrase", **checked)
+    assert 0 < locked.value.retry_after_seconds <= ThrottlePolicy().lockout_seconds
+    with pytest.raises(LoginFailed):  # the same lock as sign-in
+        await authenticate(account.login, PASSWORD, "10.0.0.10", throttle=throttle)
+    clock.now += ThrottlePolicy().lockout_seconds + 1  # recovers
+    await change_password(account, PASSWORD, "a-brand-new-passphrase", **checked)
 
 
 async def test_principal_for_holds_the_roles_in_that_institution_only(world: World) -> None:

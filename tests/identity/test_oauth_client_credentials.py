@@ -191,13 +191,21 @@ async def test_scope_beyond_the_grant_is_refused(
 
 
 async def test_unsupported_grant_type(client: httpx.AsyncClient, integrator: CreatedClient) -> None:
-    for grant in ("password", "authorization_code", "refresh_token"):
+    for grant in ("password", "implicit"):
         response = await client.post(
             TOKEN,
             content=f"grant_type={grant}&username=a&password=b&code=c&refresh_token=d",
             headers=basic(integrator.client_id, integrator.client_secret),
         )
         assert_oauth_error(response, 400, "unsupported_grant_type")
+    # The code and refresh grants exist, for public clients only: an integrator is not authorized.
+    for grant in ("authorization_code", "refresh_token"):
+        response = await client.post(
+            TOKEN,
+            content=f"grant_type={grant}&code=c&refresh_token=d",
+            headers=basic(integrator.client_id, integrator.client_secret),
+        )
+        assert_oauth_error(response, 400, "unauthorized_client")
 
 
 @pytest.mark.parametrize(
