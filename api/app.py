@@ -50,8 +50,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         size = settings.pool_max_size
         await open_database(settings.database_url, PoolSettings(min_size=min(2, size), max_size=size))
         app.state.redis = await create_pool(RedisSettings.from_dsn(settings.redis_url))
-        view.rate_limiter = RateLimiter(app.state.redis, RateLimitPolicy.from_settings(settings))
-        view.login_throttle = LoginThrottle(app.state.redis)
+        namespace = settings.redis_namespace
+        view.rate_limiter = RateLimiter(
+            app.state.redis, RateLimitPolicy.from_settings(settings), prefix=f"{namespace}:ratelimit"
+        )
+        # One throttle for the sign-in page and for GraphQL's password checks: the same counts.
+        app.state.login_throttle = LoginThrottle(app.state.redis, prefix=f"{namespace}:login")
+        view.login_throttle = app.state.login_throttle
         await ensure_first_party_client(settings.issuer)  # the web app's OAuth2 client (idempotent)
         try:
             yield

@@ -64,7 +64,6 @@ _COOKIE_MAX_AGE = 30 * 24 * 3600
 _FORM_TYPE = "application/x-www-form-urlencoded"
 _MAX_QUERY = 4096
 _TRANSACTION_KEY_LABEL = b"yiyang/authorize-transaction/v1"
-_SPENT_PREFIX = "yiyang:authorize:spent:"
 
 # Strings of the page: English msgids of schema/locale/zh_CN.po.
 TITLE = "Sign in to Yiyang"
@@ -340,8 +339,8 @@ def _message_page(message: str, locale: str, status: int, detail: str | None = N
 
 
 def _throttle(request: Request) -> LoginThrottle:
-    configured = getattr(request.app.state, "login_throttle", None)
-    return configured if configured is not None else LoginThrottle(request.app.state.redis)
+    throttle: LoginThrottle = request.app.state.login_throttle  # api/app.py, shared with GraphQL
+    return throttle
 
 
 def _lockout_text(lockout: Lockout, locale: str) -> str:
@@ -617,7 +616,10 @@ class _Flow:
         # A transaction ends once: a replayed final POST issues no second code.
         redis = self.request.app.state.redis
         first = await redis.set(
-            f"{_SPENT_PREFIX}{self.transaction.nonce}", b"1", nx=True, ex=TRANSACTION_SECONDS
+            f"{self.settings.redis_namespace}:authorize:spent:{self.transaction.nonce}",
+            b"1",
+            nx=True,
+            ex=TRANSACTION_SECONDS,
         )
         if not first:
             return self._page(_message_page(TRANSACTION_INVALID, self.locale, 400))

@@ -43,7 +43,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, unquote
@@ -554,12 +554,19 @@ async def _authenticated_clients(
     return await load_clients({cid for cid in (basic_id, payload.client_id) if cid})
 
 
-async def token_endpoint(request: Request) -> Response:
-    try:
-        return await _token(request)
-    except Exception:
-        log.exception("token endpoint failed")
-        return _error(500, "server_error", "The server could not answer this request.")
+def _answering_server_error(
+    name: str, handle: Callable[[Request], Awaitable[Response]]
+) -> Callable[[Request], Awaitable[Response]]:
+    """The endpoint: anything unexpected is logged and answered `server_error` without detail."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handle(request)
+        except Exception:
+            log.exception("%s endpoint failed", name)
+            return _error(500, "server_error", "The server could not answer this request.")
+
+    return endpoint
 
 
 async def _token(request: Request) -> Response:
@@ -762,14 +769,6 @@ def authorization_request(
     return _Request(f"{issuer}{AUTHORIZE_PATH}", headers, _Payload(params), method="GET")
 
 
-async def revocation_endpoint(request: Request) -> Response:
-    try:
-        return await _revoke(request)
-    except Exception:
-        log.exception("revocation endpoint failed")
-        return _error(500, "server_error", "The server could not answer this request.")
-
-
 async def _revoke(request: Request) -> Response:
     payload = await _read_form(request)
     if isinstance(payload, JSONResponse):
@@ -804,3 +803,7 @@ async def _revoke(request: Request) -> Response:
                 reason=FamilyRevocation.REVOCATION.value,
             )
     return response
+
+
+token_endpoint = _answering_server_error("token", _token)
+revocation_endpoint = _answering_server_error("revocation", _revoke)

@@ -1,6 +1,7 @@
 """Process configuration, read once from the environment."""
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ class Settings:
     # GraphQL cost budgets per minute (schema/rate_limits.py): per user principal, per integrator client.
     rate_limit_user_per_minute: int = 10_000
     rate_limit_client_per_minute: int = 50_000
+    # Every Redis key of this deployment starts with it: deployments (or test runs) may share a server.
+    redis_namespace: str = "yiyang"
 
     @property
     def development(self) -> bool:
@@ -56,7 +59,16 @@ class Settings:
             rate_limit_client_per_minute=positive_int_setting(
                 environ, "YIYANG_RATE_LIMIT_CLIENT_PER_MINUTE", 50_000
             ),
+            redis_namespace=redis_namespace_setting(environ.get("YIYANG_REDIS_NAMESPACE", "yiyang")),
         )
+
+
+def redis_namespace_setting(given: str) -> str:
+    if not re.fullmatch(r"[a-z0-9_-]{1,40}", given):
+        raise ConfigurationError(
+            f"YIYANG_REDIS_NAMESPACE must be 1-40 lower-case letters, digits, '-' or '_', not {given!r}"
+        )
+    return given
 
 
 def issuer_setting(given: str, environment: str) -> str:

@@ -6,10 +6,12 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -21,7 +23,11 @@ from compliance.identity.access_tokens import AccessTokenClaims, encode_access_t
 from compliance.identity.keys import ActiveKey, signing_key
 from compliance.principals import Principal, PrincipalKind, StaffRole
 
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
 TEST_CLIENT_ID = "yiyang-tests"
+REDIS_NAMESPACE = f"test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 WORLD_INSTITUTIONS = 20
 WORLD_REGIONS = (("test-east", "华东测试区"), ("test-west", "西部测试区"))
 WORLD_CHAINS = ("测试连锁", "另一连锁")
@@ -63,6 +69,8 @@ def settings(database_url: str, endpoints: Endpoints) -> Settings:
         redis_url=endpoints.redis_url,
         environment="test",
         max_body_bytes=64 * 1024,
+        # Counts of this run only: the machine's Redis outlives test runs (and may serve two at once).
+        redis_namespace=REDIS_NAMESPACE,
     )
 
 
@@ -192,6 +200,23 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator["Redis"]:
+    """A Redis client of one test, on the test run's server."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(settings.redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def clock() -> "ManualClock":
+    return ManualClock()
+
+
 class ManualClock:
     """A time source that moves only when a test moves it: TTLs and windows tested without sleeping."""
 
@@ -218,6 +243,7 @@ def live_server(settings: Settings, world: World) -> Iterator[LiveServer]:
         "DATABASE_URL": settings.database_url,
         "REDIS_URL": settings.redis_url,
         "YIYANG_ENV": "test",
+        "YIYANG_REDIS_NAMESPACE": REDIS_NAMESPACE,
         "YIYANG_LOG_LEVEL": "warning",
     }
     process = subprocess.Popen(

@@ -6,7 +6,6 @@ time is a ManualClock handed to the limiter, never the wall clock.
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -98,20 +97,6 @@ PRODUCT_SCHEMA = YiyangSchema(
 )
 
 ONE_ITEM = "{ items(first: 1) { edges { node { id } } } }"  # 1 + (1 + 1 × (1 + (1 + 1))) = 5
-
-
-@pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(settings.redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
 
 
 def limiter_for(redis: Redis, clock: ManualClock, *, user: int = 50, client: int = 200) -> RateLimiter:

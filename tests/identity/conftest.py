@@ -1,26 +1,31 @@
-"""Fixtures of the identity tests: a Redis client and a clock that moves only when told."""
+"""Fixtures of the identity tests: an empty key table, a public client, the sign-in page's throttle."""
 
 from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
 
-from api.settings import Settings
 from tests.conftest import ManualClock
 
 
 @pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(settings.redis_url)
+async def empty_key_table(app: object) -> AsyncIterator[None]:
+    """The signing-key table emptied for one test, and put back as it was afterwards: every other test's
+    tokens are signed by the key the test run started with (tests/conftest.py, `token_for`)."""
+    from compliance.identity import keys as keys_module
+    from compliance.identity.signing_key_model import SigningKey
+
+    fields = ("kid", "algorithm", "public_jwk", "private_key_sealed", "created_at", "activated_at")
+    saved = [
+        SigningKey(**{name: getattr(row, name) for name in fields}, retired_at=row.retired_at)
+        for row in await SigningKey.all()
+    ]
+    await SigningKey.all().delete()
     try:
-        yield client
+        yield
     finally:
-        await client.aclose()
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
+        await SigningKey.all().delete()
+        await SigningKey.bulk_create(saved)
+        keys_module._process_keys = None  # forget what this process cached of the test's keys
 
 
 @pytest.fixture
@@ -43,8 +48,8 @@ async def sign_in_throttle(app: object, clock: ManualClock) -> AsyncIterator[obj
     throttle = LoginThrottle(
         state.redis, prefix=f"test:{uuid.uuid4().hex}", policy=ThrottlePolicy(account_failures=3), clock=clock
     )
-    state.login_throttle = throttle
+    usual, state.login_throttle = state.login_throttle, throttle
     try:
         yield throttle
     finally:
-        state.login_throttle = None
+        state.login_throttle = usual

@@ -22,7 +22,6 @@ from compliance.identity.access_tokens import (
     verify_access_token,
 )
 from compliance.identity.keys import SigningKeys, root_key_from_environ
-from compliance.identity.signing_key_model import SigningKey
 from compliance.principals import ChainRole, Principal, PrincipalKind, StaffRole
 from tenants.errors import Unauthenticated
 
@@ -33,8 +32,7 @@ STAFF = Principal(
 
 
 @pytest.fixture
-async def keys(app: object) -> SigningKeys:
-    await SigningKey.all().delete()
+async def keys(empty_key_table: None) -> SigningKeys:
     keys = SigningKeys(root_key_from_environ({}))
     await keys.ensure_active_key()
     return keys

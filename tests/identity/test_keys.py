@@ -40,9 +40,8 @@ ROOT_KEY = root_key_from_environ({})
 
 
 @pytest.fixture
-async def clock(app: object) -> ManualClock:
+async def clock(empty_key_table: None) -> ManualClock:
     """A clock for the key caches of a test, over an empty key table."""
-    await SigningKey.all().delete()
     return ManualClock(float(int(time.time())))
 
 

@@ -272,6 +272,7 @@ async def test_authlib_client_against_the_live_server(live_server: LiveServer, w
         created_by="account:1",
         institution_id=world.institution_ids[5],
     )
+    residents = "{ residents(first: 10) { totalCount edges { node { name } } } }"
     async with AsyncOAuth2Client(
         client_id=created.client_id,
         client_secret=created.client_secret,
@@ -279,7 +280,20 @@ async def test_authlib_client_against_the_live_server(live_server: LiveServer, w
         scope="vitals:write",
     ) as oauth:
         token = await oauth.fetch_token(f"{live_server.base_url}{TOKEN}", grant_type="client_credentials")
+        # The integrator's first query, with the client's own session (it sends the bearer token).
+        refused = (await oauth.post(f"{live_server.base_url}/graphql", json={"query": residents})).json()
+        assert [e["extensions"]["code"] for e in refused["errors"]] == ["FORBIDDEN"]  # scope lacks read
     assert token["token_type"] == "Bearer" and token["scope"] == "vitals:write"
+    async with AsyncOAuth2Client(
+        client_id=created.client_id,
+        client_secret=created.client_secret,
+        scope="residents:read",
+    ) as reader:
+        await reader.fetch_token(f"{live_server.base_url}{TOKEN}", grant_type="client_credentials")
+        answer = (await reader.post(f"{live_server.base_url}/graphql", json={"query": residents})).json()
+    names = [edge["node"]["name"] for edge in answer["data"]["residents"]["edges"]]
+    seeded = world.resident_names[world.institution_ids[5]]
+    assert names[: len(seeded)] == seeded  # other tests may have admitted more since
 
     # Verify with nothing but the published keys (another API process may take up to 5 s to list a key
     # that its sibling created a moment ago).
