@@ -487,18 +487,22 @@ class Server:
 
 @contextlib.contextmanager
 def api_server(
-    database_url: str, redis_url: str, pool_size: int, workers: int = 1, extra_env: Sequence[str] = ()
+    database_url: str,
+    redis_url: str,
+    pool_size: int,
+    keys: "BenchKeys",
+    workers: int = 1,
+    extra_env: Sequence[str] = (),
 ) -> Iterator[Server]:
     """The real app as `yiyang serve` runs it, in processes of its own (production mode), with a root
     key of this run's own and the signing key sealed under it (to sign the benchmark's tokens)."""
     port = free_port()
-    root_key = secrets.token_bytes(32)
-    signing_key = asyncio.run(_bench_signing_key(database_url, root_key))
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
-        "YIYANG_ROOT_KEY": base64.b64encode(root_key).decode(),
+        "YIYANG_ROOT_KEY": base64.b64encode(keys.root_key).decode(),
+        "YIYANG_ISSUER": BENCH_ISSUER,
         "YIYANG_ENV": "production",
         "YIYANG_DB_POOL_SIZE": str(pool_size),
         "YIYANG_LOG_LEVEL": "warning",
@@ -508,7 +512,7 @@ def api_server(
     # What `yiyang run` runs: one uvicorn process per worker, each on a SO_REUSEPORT socket (api/serve.py).
     command = [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", str(workers)]
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-    server = Server(process, f"http://127.0.0.1:{port}", signing_key, Path(log_file.name))
+    server = Server(process, f"http://127.0.0.1:{port}", keys.signing_key, Path(log_file.name))
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -541,22 +545,31 @@ def tail(path: Path, lines: int = 40) -> str:
         return ""
 
 
-async def _bench_signing_key(database_url: str, root_key: bytes) -> "ActiveKey":
-    """This run's signing key, created under `root_key` in the scratch database."""
+@dataclass(frozen=True)
+class BenchKeys:
+    root_key: bytes
+    signing_key: "ActiveKey"
+
+
+async def bench_keys(database_url: str) -> BenchKeys:
+    """A root key of this run's own, and a signing key sealed under it in the scratch database."""
     from compliance.identity.keys import SigningKeys
     from tenants.db import close_database, open_database
 
+    root_key = secrets.token_bytes(32)
     await open_database(database_url)
     try:
-        return await SigningKeys(root_key).signing_key()
+        return BenchKeys(root_key, await SigningKeys(root_key).signing_key())
     finally:
         await close_database()
+
+
+BENCH_ISSUER = "https://bench.yiyang.test"  # production mode wants https; nothing connects to it
 
 
 def staff_tokens(signing_key: "ActiveKey", tenants: Sequence[Tenant]) -> dict[int, dict[str, str]]:
     """A nurse's access token per institution, as the authorization server would issue it (10 minutes:
     the measured phases take a few; an expired token would show as failed requests)."""
-    from api.settings import DEFAULT_ISSUER
     from compliance.identity.access_tokens import AccessTokenClaims, encode_access_token
     from compliance.principals import Principal, PrincipalKind, StaffRole
 
@@ -569,7 +582,7 @@ def staff_tokens(signing_key: "ActiveKey", tenants: Sequence[Tenant]) -> dict[in
             roles=frozenset({StaffRole.NURSE}),
         )
         claims = AccessTokenClaims.for_principal(
-            principal, issuer=DEFAULT_ISSUER, client_id="yiyang-bench", lifetime_seconds=600
+            principal, issuer=BENCH_ISSUER, client_id="yiyang-bench", lifetime_seconds=600
         )
         headers[tenant.institution_id] = {
             "authorization": f"Bearer {encode_access_token(claims, signing_key)}",
@@ -919,8 +932,9 @@ async def bench_latency(
     connections = results.api_pool_size * args.api_workers
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
 
+    keys = await bench_keys(database_url)
     with api_server(
-        database_url, args.redis_url, results.api_pool_size, args.api_workers, args.api_env
+        database_url, args.redis_url, results.api_pool_size, keys, args.api_workers, args.api_env
     ) as server:
         results.rss["after start"] = server.rss_mb()
         headers = staff_tokens(server.signing_key, tenants)
