@@ -17,6 +17,7 @@ unauthenticated requests are refused before GraphQL) is not limited. If Redis fa
 (logged): the limit protects the service and must not itself take it down.
 """
 
+import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -237,37 +238,59 @@ class TooCostly:
     capacity: int  # the whole bucket: the operation could never run
 
 
-# KEYS: the bucket. ARGV: now in ms ('' for Redis's own clock), capacity, window in ms, cost.
-# The level is kept in units × ms (an integer: exact in Lua's doubles up to capacity × window < 2^53), so a
+# KEYS: the buckets of one batch (a key may come twice: the charges apply in order). ARGV: now in ms ('' for
+# Redis's own clock), window in ms, then capacity and cost of each key in turn.
+# A level is kept in units × ms (an integer: exact in Lua's doubles up to capacity × window < 2^53), so a
 # refill of `capacity` per window is `capacity` per ms. A missing bucket is full; a full bucket expires.
-# Returns {1, units left} (taken) or {0, ms until the cost is available} (refused, nothing written).
+# Returns, per key, {1, units left} (taken) or {0, ms until the cost is available} (refused, nothing
+# written). Redis Cluster would need the keys of one call in one slot (a hash tag); we run no cluster.
 _TAKE = """
 local now = tonumber(ARGV[1])
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local capacity, window, cost = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local full, need = capacity * window, cost * window
-local state = redis.call('HMGET', KEYS[1], 'level', 'at')
-local level, at = tonumber(state[1]), tonumber(state[2])
-if not level or not at then level, at = full, now end
-if now > at then
-  level = math.min(full, level + (now - at) * capacity)
-  at = now
+local window = tonumber(ARGV[2])
+local results = {}
+for i, key in ipairs(KEYS) do
+  local capacity, cost = tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i])
+  local full, need = capacity * window, cost * window
+  local state = redis.call('HMGET', key, 'level', 'at')
+  local level, at = tonumber(state[1]), tonumber(state[2])
+  if not level or not at then level, at = full, now end
+  if now > at then
+    level = math.min(full, level + (now - at) * capacity)
+    at = now
+  end
+  if level < need then
+    results[i] = {0, math.ceil((need - level) / capacity)}
+  else
+    level = level - need
+    redis.call('HSET', key, 'level', string.format('%d', level), 'at', string.format('%d', at))
+    redis.call('PEXPIRE', key, math.ceil((full - level) / capacity) + 1000)
+    results[i] = {1, math.floor(level / window)}
+  end
 end
-if level < need then
-  return {0, math.ceil((need - level) / capacity)}
-end
-level = level - need
-redis.call('HSET', KEYS[1], 'level', string.format('%d', level), 'at', string.format('%d', at))
-redis.call('PEXPIRE', KEYS[1], math.ceil((full - level) / capacity) + 1000)
-return {1, math.floor(level / window)}
+return results
 """
 
 
+@dataclass(slots=True)
+class _Charge:
+    key: str
+    capacity: int
+    cost: int
+    answer: "asyncio.Future[tuple[int, int]]"
+
+
 class RateLimiter:
-    """Token buckets in Redis, one per principal or integrator client (see the module docstring)."""
+    """Token buckets in Redis, one per principal or integrator client (see the module docstring).
+
+    One Redis call at a time per process: charges that arrive while a call is out wait for the next one,
+    which carries them all (one script run, several buckets). A round trip through redis-py costs about
+    0.14 ms of CPU (measured on the benchmark machine), a good part of a small query's API time; under
+    load this spends it once per batch instead of once per operation, and adds no wait when idle.
+    """
 
     def __init__(
         self,
@@ -282,20 +305,52 @@ class RateLimiter:
         self.prefix = prefix
         self.clock = clock
         self._take = redis.register_script(_TAKE)
+        self._waiting: list[_Charge] = []
+        self._sender: asyncio.Task[None] | None = None
 
     async def charge(self, principal: Principal, cost: int) -> Allowed | Refused | TooCostly:
         """Take `cost` from the principal's bucket, or say why not."""
         bucket = bucket_for(principal, self.policy)
         if cost > bucket.capacity:
             return TooCostly(cost, bucket.capacity)
-        now = "" if self.clock is None else str(int(self.clock() * 1000))
-        taken, amount = await self._take(
-            keys=[f"{self.prefix}:{bucket.key}"],
-            args=[now, bucket.capacity, self.policy.window_seconds * 1000, cost],
+        charge = _Charge(
+            f"{self.prefix}:{bucket.key}", bucket.capacity, cost, asyncio.get_running_loop().create_future()
         )
+        self._waiting.append(charge)
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send())
+        taken, amount = await charge.answer
         if taken:
             return Allowed(cost, int(amount))
         return Refused(cost, max(1, math.ceil(int(amount) / 1000)))
+
+    async def _send(self) -> None:
+        batch: list[_Charge] = []
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                now = "" if self.clock is None else str(int(self.clock() * 1000))
+                arguments: list[object] = [now, self.policy.window_seconds * 1000]
+                for charge in batch:
+                    arguments += [charge.capacity, charge.cost]
+                try:
+                    answers = await self._take(keys=[charge.key for charge in batch], args=arguments)
+                except Exception as failure:  # every waiting operation learns it (RedisError: fail open)
+                    for charge in batch:
+                        if not charge.answer.done():
+                            charge.answer.set_exception(failure)
+                    continue
+                for charge, (taken, amount) in zip(batch, answers, strict=True):
+                    if not charge.answer.done():  # its request may have gone meanwhile
+                        charge.answer.set_result((int(taken), int(amount)))
+        except BaseException as stopped:  # cancelled (the loop is closing): nobody may wait forever
+            for charge in (*batch, *self._waiting):
+                if not charge.answer.done():
+                    charge.answer.set_exception(stopped)
+            self._waiting = []
+            raise
+        finally:
+            self._sender = None
 
 
 # The schema extension

@@ -275,6 +275,27 @@ async def test_concurrent_operations_never_overspend(redis: Redis, clock: Manual
     assert sum(isinstance(outcome, Allowed) for outcome in outcomes) == 10
 
 
+async def test_charges_waiting_together_go_in_one_redis_call(
+    redis: Redis, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limiter = limiter_for(redis, clock, user=50)
+    calls: list[int] = []
+    script = limiter._take
+
+    async def counted(*, keys: list[str], args: list[object]) -> object:
+        calls.append(len(keys))
+        return await script(keys=keys, args=args)
+
+    monkeypatch.setattr(limiter, "_take", counted)
+    others = [Principal(f"account:{uuid.uuid4().int % 10**9}", PrincipalKind.FAMILY) for _ in range(5)]
+    outcomes = await asyncio.gather(
+        *(limiter.charge(NURSE, 5) for _ in range(12)), *(limiter.charge(other, 50) for other in others)
+    )
+    assert sum(calls) == 17 and len(calls) < 17  # every charge went out, fewer round trips
+    assert [isinstance(outcome, Allowed) for outcome in outcomes[:12]] == [True] * 10 + [False] * 2
+    assert all(isinstance(outcome, Allowed) for outcome in outcomes[12:])  # each bucket its own
+
+
 async def test_the_product_schema_is_limited_before_any_resolver(redis: Redis, clock: ManualClock) -> None:
     limiter = limiter_for(redis, clock, user=600)
     query = "{ residents(first: 100) { totalCount edges { node { id name room } } } }"  # 503
