@@ -18,11 +18,10 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
+from api.child_processes import die_with_parent
 from api.services import BackingServices, ServiceError
 from api.settings import REPO_ROOT
 
@@ -99,24 +98,6 @@ def _seed_once(database_url: str, data_dir: Path) -> None:
     marker.write_text(json.dumps([*seeded, identity]))
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """On Linux, a preexec hook: the child gets SIGTERM when the launcher dies, even by SIGKILL."""
-    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
-        return None
-    import ctypes
-
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before fork
-    parent = os.getpid()
-    pr_set_pdeathsig = 1
-
-    def hook() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGTERM)
-        if os.getppid() != parent:  # the launcher died between fork and prctl
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return hook
-
-
 def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         command,
@@ -124,7 +105,7 @@ def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         cwd=REPO_ROOT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
-        preexec_fn=_die_with_parent(),  # safe here: the launcher runs no threads
+        preexec_fn=die_with_parent(),  # safe here: the launcher runs no threads
     )
 
 

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 
+from api.child_processes import die_with_parent
 from api.settings import REPO_ROOT, ConfigurationError, Settings, positive_int_setting
 
 _STOP_SECONDS = 15
@@ -104,6 +105,7 @@ def serve(host: str, port: int, workers: int | None = None) -> int:
                     [sys.executable, "-m", "api.serve", str(sock.fileno())],
                     cwd=REPO_ROOT,
                     pass_fds=(sock.fileno(),),
+                    preexec_fn=die_with_parent(),
                 )
             )
             sock.close()  # the child holds it now

@@ -89,6 +89,16 @@ def test_sigterm_stops_every_api_process(settings: Settings) -> None:
     assert alive == []
 
 
+def test_api_processes_do_not_outlive_a_killed_supervisor(settings: Settings) -> None:
+    """SIGKILL leaves the supervisor no chance to stop them: they must go by themselves (pdeathsig)."""
+    serve, _ = _start(settings, workers=2)
+    processes = _api_processes(serve.pid)
+    serve.kill()
+    serve.wait(timeout=10)
+    _, alive = psutil.wait_procs(processes, timeout=10)
+    assert alive == []
+
+
 def test_a_dying_api_process_takes_the_others_down(settings: Settings) -> None:
     """Whoever supervises `yiyang serve` (yiyang run, systemd) must learn that the API is not whole."""
     serve, _ = _start(settings, workers=2)
