@@ -7,6 +7,7 @@ does not resolve at all instead of silently resolving to some other tenant's sch
 from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
+import asyncpg
 from tortoise import Tortoise, connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 
@@ -57,6 +58,18 @@ def connection_credentials(database_url: str) -> dict[str, object]:
     }
 
 
+class PooledConnection(asyncpg.connection.Connection):
+    """A pool connection released without asyncpg's reset query (`pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL;`): a round trip on every release, 0.09 ms of the API's CPU per request in the
+    benchmark's profile, plus the server's. Nothing of ours leaves session state on a pooled connection:
+    the tenant is `SET LOCAL` (tenants/unit_of_work.py), key creation takes transaction-level advisory
+    locks, migrations use connections of their own, and the demo seeding releases its session lock in a
+    `finally`. asyncpg still rolls back a transaction left open and drops listeners on release."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 def orm_config(database_url: str, pool: PoolSettings = PoolSettings()) -> dict[str, object]:
     credentials = connection_credentials(database_url) | {
         "minsize": pool.min_size,
@@ -64,6 +77,7 @@ def orm_config(database_url: str, pool: PoolSettings = PoolSettings()) -> dict[s
         "max_queries": pool.max_queries,
         "max_inactive_connection_lifetime": pool.max_inactive_connection_lifetime,
         "statement_cache_size": pool.statement_cache_size,
+        "connection_class": PooledConnection,
         "server_settings": {"search_path": SHARED_SCHEMA, "application_name": "yiyang"},
     }
     return {

@@ -105,3 +105,22 @@ async def test_a_stale_cached_statement_is_retried_once(world: World) -> None:
 def test_schema_names_outside_the_pattern_are_refused(name: str) -> None:
     with pytest.raises(InvalidSchemaName):
         validate_schema_name(name)
+
+
+async def test_a_released_connection_comes_back_clean_without_a_reset_query(app: object) -> None:
+    """Pool connections skip asyncpg's reset round trip (tenants/db.py): what a borrower left behind in
+    a transaction must still be gone for the next one."""
+    from tenants.db import PooledConnection, default_connection
+
+    client = default_connection()
+    async with client.acquire_connection() as connection:
+        assert isinstance(connection, PooledConnection) and connection.get_reset_query() == ""
+        pid = await connection.fetchval("SELECT pg_backend_pid()")
+        await connection.execute("BEGIN; SET LOCAL search_path TO pg_catalog")  # left open on purpose
+    for _ in range(client._pool.get_max_size()):  # type: ignore[attr-defined]
+        async with client.acquire_connection() as connection:
+            if await connection.fetchval("SELECT pg_backend_pid()") == pid:
+                assert not connection.is_in_transaction()
+                assert await connection.fetchval("SHOW search_path") == "shared"
+                return
+    pytest.fail("the released connection did not come back")
