@@ -309,3 +309,26 @@ async def revoke_family(family_id: int, reason: FamilyRevocation, *, now: float)
     """Stop every refresh token of the family; whether it was live until now."""
     async with in_transaction() as conn:
         return await _revoke(family_id, reason, utc(now), conn)
+
+
+# --- clean-up ------------------------------------------------------------------------------------
+
+# What is kept past its end, and why: a used code for a day, so that a late second use still finds it
+# (and is refused as expired rather than unknown); a revoked or ended family for a day, so that a reused
+# refresh token of it is logged as reuse. The sign-in audit (shared.auth_event) keeps what happened.
+SWEEP_GRACE_SECONDS = 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Swept:
+    codes: int
+    families: int  # their refresh tokens go with them
+
+
+async def sweep_expired(*, now: float) -> Swept:
+    """Delete codes and token families that can no longer be used, a grace period after their end."""
+    before = utc(now - SWEEP_GRACE_SECONDS)
+    families = await TokenFamily.filter(expires_at__lt=before).delete()
+    families += await TokenFamily.filter(revoked_at__lt=before).delete()
+    codes = await AuthorizationCode.filter(expires_at__lt=before).delete()
+    return Swept(codes=codes, families=families)

@@ -14,15 +14,24 @@ from compliance.identity.access_tokens import verify_access_token
 from compliance.identity.account_models import AccountStatus
 from compliance.identity.accounts import remove_staff_membership
 from compliance.identity.authorization import (
+    FAMILY_LIFETIME_SECONDS,
     FIRST_PARTY_CALLBACK_PATH,
     FIRST_PARTY_CLIENT_ID,
+    SWEEP_GRACE_SECONDS,
+    CodeRequest,
     create_public_client,
+    new_secret,
+    redeem_code,
+    revoke_family,
     secret_hash,
+    store_code,
+    sweep_expired,
 )
 from compliance.identity.authorization_models import (
     AuthEvent,
     AuthEventKind,
     AuthorizationCode,
+    FamilyRevocation,
     RefreshToken,
     TokenFamily,
 )
@@ -568,3 +577,42 @@ async def test_authlib_client_signs_in_against_the_live_server(live_server: Live
         "family_revoked",
         "token_refused",  # the revoked refresh token, tried once more
     ]
+
+
+async def test_the_sweep_deletes_what_can_no_longer_be_used_and_keeps_the_rest(
+    public_client: OAuthClient, world: World
+) -> None:
+    account = await staff_account(world.institution_ids[0])
+    now = time.time()
+    month_ago = now - FAMILY_LIFETIME_SECONDS - SWEEP_GRACE_SECONDS - 60
+
+    def request() -> CodeRequest:
+        return CodeRequest(
+            client_id=public_client.client_id,
+            account_id=account.id,
+            institution_id=world.institution_ids[0],
+            redirect_uri=REDIRECT,
+            scope="",
+            code_challenge=pkce()[1],
+            code_challenge_method="S256",
+        )
+
+    old_code = await store_code(new_secret(), request(), now=month_ago)
+    ended = await redeem_code(old_code, new_secret(), now=month_ago)  # a family whose 30 days are over
+    fresh_code = await store_code(new_secret(), request(), now=now)
+    live = await redeem_code(fresh_code, new_secret(), now=now)
+    revoked_code = await store_code(new_secret(), request(), now=now - 3 * SWEEP_GRACE_SECONDS)
+    revoked = await redeem_code(revoked_code, new_secret(), now=now - 3 * SWEEP_GRACE_SECONDS)
+    await revoke_family(
+        revoked.family_id or 0, FamilyRevocation.REVOCATION, now=now - 2 * SWEEP_GRACE_SECONDS
+    )
+
+    swept = await sweep_expired(now=now)
+
+    assert swept.codes >= 2 and swept.families >= 2
+    assert not await TokenFamily.filter(id__in=[ended.family_id, revoked.family_id]).exists()
+    assert not await AuthorizationCode.filter(id__in=[old_code.id, revoked_code.id]).exists()
+    assert not await RefreshToken.filter(family_id__in=[ended.family_id, revoked.family_id]).exists()
+    assert await TokenFamily.filter(id=live.family_id).exists()  # still usable: kept
+    assert await AuthorizationCode.filter(id=fresh_code.id).exists()
+    assert await RefreshToken.filter(family_id=live.family_id).count() == 1
