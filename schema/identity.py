@@ -371,7 +371,7 @@ async def _second_factor(account: UserAccount) -> SecondFactorStatus:
     state = await totp.second_factor_for(account)
     return SecondFactorStatus(
         enrolled=state is totp.SecondFactor.VERIFY,
-        required=await staff_domain.second_factor_required(account),
+        required=await totp.second_factor_required(account),
     )
 
 

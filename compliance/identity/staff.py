@@ -30,7 +30,6 @@ from compliance.identity.account_models import (
 )
 from compliance.identity.accounts import NewAccount, create_account, normalize_login
 from compliance.identity.passwords import check_password_policy, hash_password
-from compliance.identity.totp import ROLES_REQUIRING_TOTP
 from compliance.principals import ChainRole, StaffRole
 from tenants.errors import Conflict, InvalidInput, NotFound, ValidationFailed
 from tenants.models import Institution, InstitutionStatus
@@ -278,16 +277,3 @@ async def family_acting_options(account_id: int) -> list[int]:
         .order_by("name", "id")
         .values_list("id", flat=True)
     )
-
-
-async def second_factor_required(account: UserAccount) -> bool:
-    """Whether an active institution requires a second factor of this account (an admin or clinical
-    role there), enrolled or not; the rule of compliance/identity/totp.py `second_factor_for`."""
-    if account.kind != AccountKind.STAFF:
-        return False
-    return await StaffMembership.filter(
-        account_id=account.id,
-        role__in=[role.value for role in ROLES_REQUIRING_TOTP],
-        institution__status=InstitutionStatus.ACTIVE,
-        institution__requires_totp=True,
-    ).exists()

@@ -124,15 +124,20 @@ async def second_factor_for(account: UserAccount, *, clock: Clock = time.time) -
     credential = await _credential(account.id)
     if credential is not None and credential["confirmed_at"] is not None:
         return SecondFactor.VERIFY
+    return SecondFactor.ENROL if await second_factor_required(account) else SecondFactor.NONE
+
+
+async def second_factor_required(account: UserAccount) -> bool:
+    """Whether an active institution requires a second factor of this account (an admin or clinical
+    role there), enrolled or not."""
     if account.kind != AccountKind.STAFF:
-        return SecondFactor.NONE
-    required = await StaffMembership.filter(
+        return False
+    return await StaffMembership.filter(
         account_id=account.id,
         role__in=[role.value for role in ROLES_REQUIRING_TOTP],
         institution__status=InstitutionStatus.ACTIVE,
         institution__requires_totp=True,
     ).exists()
-    return SecondFactor.ENROL if required else SecondFactor.NONE
 
 
 async def begin_enrolment(
