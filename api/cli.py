@@ -1,4 +1,4 @@
-"""The `yiyang` command: run, worker, migrate, tenants, seed, token, bench."""
+"""The `yiyang` command: run, worker, migrate, tenants, clients, keys, seed, token, bench."""
 
 import argparse
 import asyncio
@@ -154,6 +154,55 @@ def _cmd_clients_revoke(args: argparse.Namespace) -> int:
     return asyncio.run(_with_database(revoke))
 
 
+def _cmd_keys_rotate(args: argparse.Namespace) -> int:
+    """Field-encryption keys: `--root` re-wraps every tenant key under YIYANG_ROOT_KEY_NEW; `--institution`
+    makes a new tenant-key version and re-wraps that institution's data keys (docs/security.md)."""
+    from compliance.encryption import Algorithm, FieldEncryptionError, root_keyring_from_environ
+    from compliance.encryption.keys import ROOT_KEY_NEW_VARIABLE
+    from compliance.encryption.rotation import rotate_root_key, rotate_tenant_key, tenant_keys_not_under
+    from compliance.identity.keys import RootKeyError
+    from tenants.errors import NotFound
+
+    try:
+        keyring = root_keyring_from_environ()
+    except RootKeyError as problem:
+        print(f"root key: {problem}", file=sys.stderr)
+        return 2
+    if args.root and not keyring.previous:
+        print(f"set {ROOT_KEY_NEW_VARIABLE} (the new root key) alongside YIYANG_ROOT_KEY", file=sys.stderr)
+        return 2
+
+    async def rotate() -> int:
+        try:
+            if args.root:
+                done = await rotate_root_key(keyring, batch_size=args.batch_size)
+                left = await tenant_keys_not_under(done.root_key_id)
+                print(
+                    f"tenant keys re-wrapped under root key {done.root_key_id}: {done.tenant_keys_rewrapped}"
+                )
+                print(f"tenant keys under another root key: {left}")
+                return 0 if left == 0 else 1
+            algorithm = Algorithm.from_label(args.algorithm) if args.algorithm else None
+            rotation = await rotate_tenant_key(
+                args.institution, algorithm=algorithm, keyring=keyring, batch_size=args.batch_size
+            )
+        except NotFound:
+            print(f"no institution {args.institution}", file=sys.stderr)
+            return 2
+        except FieldEncryptionError as problem:
+            print(f"keys: {problem}", file=sys.stderr)
+            return 1
+        print(
+            f"institution {rotation.institution_id}: tenant key version {rotation.new_version}"
+            f" ({rotation.algorithm.label}), data keys re-wrapped: {rotation.data_keys_rewrapped},"
+            f" versions retired: {rotation.versions_retired or 'none'}"
+            + (" (superseded by a later rotation)" if rotation.superseded else "")
+        )
+        return 0
+
+    return asyncio.run(_with_database(rotate))
+
+
 def _cmd_tenants_list(args: argparse.Namespace) -> int:
     from tenants.models import Institution
 
@@ -283,6 +332,23 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = clients.add_parser("revoke", help="stop a client from getting tokens")
     revoke.add_argument("client_id")
     revoke.set_defaults(handler=_cmd_clients_revoke)
+
+    keys = commands.add_parser("keys", help="field-encryption keys").add_subparsers(required=True)
+    rotate = keys.add_parser(
+        "rotate", help="rotate the root key (--root) or an institution's tenant key (--institution ID)"
+    )
+    which = rotate.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--root", action="store_true", help="re-wrap every tenant key under YIYANG_ROOT_KEY_NEW"
+    )
+    which.add_argument("--institution", type=int, help="new tenant-key version of this institution")
+    rotate.add_argument(
+        "--algorithm",
+        choices=["aes-256-gcm", "sm4-gcm"],
+        help="with --institution: algorithm of the new version",
+    )
+    rotate.add_argument("--batch-size", type=int, default=500, help="keys re-wrapped per transaction")
+    rotate.set_defaults(handler=_cmd_keys_rotate)
 
     commands.add_parser("seed", help="load the demo data (once)").set_defaults(handler=_cmd_seed)
 

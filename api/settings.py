@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from compliance.encryption.keys import root_keyring_from_environ
 from compliance.identity.keys import RootKeyError, root_key_from_environ
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +45,7 @@ class Settings:
         environment = environ.get("YIYANG_ENV", "development")
         try:
             root_key_from_environ(environ)  # refused at start rather than at the first token
+            root_keyring_from_environ(environ)  # likewise a malformed YIYANG_ROOT_KEY_NEW
         except RootKeyError as problem:
             raise ConfigurationError(str(problem)) from None
         return cls(

@@ -136,17 +136,29 @@ def _refused(settings: Settings, **variables: str) -> subprocess.CompletedProces
     )
 
 
+WHOLE_NUMBER = "must be a whole number of at least 1, not {value!r}"
+
+
 @pytest.mark.parametrize(
-    ("variable", "value"),
-    [("YIYANG_API_WORKERS", "0"), ("YIYANG_API_WORKERS", "many"), ("YIYANG_DB_POOL_SIZE", "-3")],
+    ("variable", "value", "problem"),
+    [
+        ("YIYANG_API_WORKERS", "0", WHOLE_NUMBER),
+        ("YIYANG_API_WORKERS", "many", WHOLE_NUMBER),
+        ("YIYANG_DB_POOL_SIZE", "-3", WHOLE_NUMBER),
+        ("YIYANG_ROOT_KEY_NEW", "bm90LTMyLWJ5dGVz", "must decode to 32 bytes, not 12"),
+        (
+            "YIYANG_REDIS_NAMESPACE",
+            "Not A Namespace",
+            "must be 1-40 lower-case letters, digits, '-' or '_', not {value!r}",
+        ),
+    ],
 )
-def test_bad_configuration_is_refused_before_serving(settings: Settings, variable: str, value: str) -> None:
+def test_bad_configuration_is_refused_before_serving(
+    settings: Settings, variable: str, value: str, problem: str
+) -> None:
     result = _refused(settings, **{variable: value})
     assert result.returncode == 2
-    assert (
-        result.stderr.strip()
-        == f"configuration: {variable} must be a whole number of at least 1, not {value!r}"
-    )
+    assert result.stderr.strip() == f"configuration: {variable} {problem.format(value=value)}"
 
 
 def test_production_without_a_root_key_is_refused(settings: Settings) -> None:

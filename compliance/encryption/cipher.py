@@ -1,0 +1,339 @@
+"""FieldCipher: encrypts, decrypts and blind-indexes the fields of one tenant within one unit of work.
+
+    cipher = await field_cipher()                      # inside run_in_tenant / tenant_transaction
+    await cipher.load_data_keys(resident_ids)           # a page: one query for all their keys
+    sealed = await cipher.encrypt("13800138000", table="family_member", column="phone",
+                                  row_id=member.id, subject_id=member.resident_id)
+    phone = await cipher.decrypt_text(sealed, table="family_member", column="phone",
+                                      row_id=member.id, subject_id=member.resident_id)
+
+Unwrapped keys live in the FieldCipher only, and a FieldCipher serves the unit of work it was made in
+(it refuses to work in another one), so no key outlives its unit of work in a cache.
+
+Associated data of a field: the institution id, table, column, row id and subject id, plus the 6 header
+bytes (format version, algorithm, data-key version): a ciphertext copied to another row, column, subject
+or tenant raises CiphertextRejected; it never opens as somebody else's data.
+"""
+
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from compliance.encryption import blind_index as blind
+from compliance.encryption.format import (
+    Algorithm,
+    CiphertextRejected,
+    DataKeyDestroyed,
+    KeyUnavailable,
+    SecretKey,
+    context,
+    context_part,
+    parse_header,
+)
+from compliance.encryption.keys import (
+    DEFAULT_ALGORITHM,
+    RootKeyring,
+    TenantKey,
+    process_root_keyring,
+    unwrap_data_key,
+    unwrap_tenant_key,
+    wrap_data_key,
+)
+from compliance.encryption.store import current_tenant_key, db
+from tenants.context import OutsideTenantScope, TenantRef, current_tenant
+from tenants.schema_names import SHARED_SCHEMA
+
+_FIELD_CONTEXT = b"yiyang/field/v1"
+RowId = int | str
+
+
+def field_context(institution_id: int, table: str, column: str, row_id: RowId, subject_id: int) -> bytes:
+    return context(_FIELD_CONTEXT, institution_id, table, column, row_id, subject_id)
+
+
+def _field_prefix(institution_id: int, table: str, column: str) -> bytes:
+    return context(_FIELD_CONTEXT, institution_id, table, column)
+
+
+class FieldCipher:
+    """The field encryption of the current tenant in the current unit of work."""
+
+    def __init__(self, tenant: TenantRef, connection: BaseDBAsyncClient, keyring: RootKeyring) -> None:
+        self._tenant = tenant
+        self._connection = connection
+        self._keyring = keyring
+        self._tenant_keys: dict[int, TenantKey] = {}  # by version
+        self._current: TenantKey | None = None  # the version that wraps new data keys, locked FOR SHARE
+        self._data_keys: dict[tuple[int, int], SecretKey] = {}  # (subject, version)
+        self._latest: dict[int, int] = {}  # subject -> its highest data-key version
+        self._destroyed: set[int] = set()
+        self._loaded: set[int] = set()  # subjects whose rows were read (with or without a key)
+        self._reread: set[int] = set()  # subjects read again after a miss (once per unit of work)
+        self._index_keys: dict[tuple[str, str], bytes] = {}
+        self._prefixes: dict[tuple[str, str], bytes] = {}  # field_context up to the column, per column
+        self.queries = 0  # for tests: round trips to the database
+
+    @property
+    def institution_id(self) -> int:
+        return self._tenant.institution_id
+
+    def _context(self, table: str, column: str, row_id: RowId, subject_id: int) -> bytes:
+        """field_context(...), its constant part computed once per column."""
+        prefix = self._prefixes.get((table, column))
+        if prefix is None:
+            prefix = self._prefixes[(table, column)] = _field_prefix(self.institution_id, table, column)
+        return prefix + context_part(row_id) + context_part(subject_id)
+
+    def _check_scope(self) -> BaseDBAsyncClient:
+        tenant = current_tenant()
+        if tenant is not self._tenant and tenant != self._tenant:
+            raise OutsideTenantScope("a FieldCipher serves the tenant it was made for")
+        if db() is not self._connection:
+            raise OutsideTenantScope("a FieldCipher serves the unit of work it was made in")
+        return self._connection
+
+    # Keys ------------------------------------------------------------------------------------------
+
+    async def load_data_keys(self, subject_ids: Iterable[int]) -> None:
+        """Read and unwrap the data keys of every subject not read yet, in one query (a page of 50
+        residents: one round trip, not 50)."""
+        connection = self._check_scope()
+        wanted = sorted({int(s) for s in subject_ids} - self._loaded)
+        if not wanted:
+            return
+        self.queries += 1
+        rows = await connection.execute_query_dict(
+            f"""SELECT d.subject_id, d.version, d.algorithm, d.tenant_key_version, d.wrapped_key,
+                       t.algorithm AS tenant_algorithm, t.wrapped_key AS tenant_wrapped_key, t.root_key_id
+                FROM data_key d
+                LEFT JOIN {SHARED_SCHEMA}.tenant_key t
+                       ON t.institution_id = $2 AND t.version = d.tenant_key_version
+                WHERE d.subject_id = ANY($1::bigint[])""",
+            [wanted, self.institution_id],
+        )
+        for row in rows:
+            subject, version = row["subject_id"], row["version"]
+            if row["wrapped_key"] is None:
+                self._forget(subject)
+                self._destroyed.add(subject)
+                continue
+            if subject in self._destroyed:
+                continue
+            tenant_key = self._tenant_keys.get(row["tenant_key_version"])
+            if tenant_key is None:
+                tenant_key = unwrap_tenant_key(
+                    self._keyring,
+                    self.institution_id,
+                    row["tenant_key_version"],
+                    row["tenant_algorithm"] or "",
+                    row["tenant_wrapped_key"],
+                    row["root_key_id"],
+                )
+                self._tenant_keys[tenant_key.version] = tenant_key
+            self._data_keys[(subject, version)] = unwrap_data_key(
+                tenant_key, subject, version, row["algorithm"], row["wrapped_key"]
+            )
+            self._latest[subject] = max(version, self._latest.get(subject, 0))
+        self._loaded.update(wanted)
+
+    async def ensure_data_keys(self, subject_ids: Iterable[int]) -> None:
+        """Make sure each subject has a data key: the missing ones are created in one INSERT
+        (DataKeyDestroyed if one of the subjects was erased). Call it outside any savepoint that may roll
+        back: a key row is part of the unit of work and goes with it, while this cipher would still hold
+        the key."""
+        subjects = sorted({int(s) for s in subject_ids})
+        await self.load_data_keys(subjects)
+        erased = [s for s in subjects if s in self._destroyed]
+        if erased:
+            raise DataKeyDestroyed(f"subject {erased[0]} was erased: its data key is destroyed")
+        missing = [s for s in subjects if s not in self._latest]
+        if missing:
+            await self._create_data_keys(missing)
+
+    async def _data_key_for_writing(self, subject_id: int) -> tuple[int, SecretKey]:
+        if subject_id not in self._loaded:
+            await self.load_data_keys([subject_id])
+        if subject_id not in self._latest and subject_id not in self._destroyed:
+            await self._create_data_keys([subject_id])
+        if subject_id in self._destroyed:
+            raise DataKeyDestroyed(f"subject {subject_id} was erased: its data key is destroyed")
+        version = self._latest[subject_id]
+        return version, self._data_keys[(subject_id, version)]
+
+    async def _create_data_keys(self, subject_ids: list[int]) -> None:
+        connection = self._check_scope()
+        if self._current is None:
+            self.queries += 1
+            self._current = await current_tenant_key(
+                connection, self._keyring, self.institution_id, for_share=True, create_with=DEFAULT_ALGORITHM
+            )
+            assert self._current is not None
+            self._tenant_keys.setdefault(self._current.version, self._current)
+        tenant_key = self._current
+        fresh = {subject: SecretKey.generate(tenant_key.algorithm) for subject in subject_ids}
+        self.queries += 1
+        # A concurrent unit of work creating the same subject's key: this INSERT waits for it, then skips
+        # that subject, whose committed key is read instead.
+        created = await connection.execute_query_dict(
+            """INSERT INTO data_key (subject_id, version, algorithm, tenant_key_version, wrapped_key)
+               SELECT subject_id, 1, $2, $3, wrapped_key
+               FROM unnest($1::bigint[], $4::bytea[]) AS fresh (subject_id, wrapped_key)
+               ON CONFLICT (subject_id, version) DO NOTHING RETURNING subject_id""",
+            [
+                list(fresh),
+                tenant_key.algorithm.label,
+                tenant_key.version,
+                [wrap_data_key(tenant_key, subject, 1, key) for subject, key in fresh.items()],
+            ],
+        )
+        for row in created:
+            subject = row["subject_id"]
+            self._data_keys[(subject, 1)] = fresh[subject]
+            self._latest[subject] = 1
+        raced = [subject for subject in subject_ids if subject not in self._latest]
+        if raced:
+            self._loaded.difference_update(raced)
+            await self.load_data_keys(raced)
+
+    def _forget(self, subject_id: int) -> None:
+        for key in [k for k in self._data_keys if k[0] == subject_id]:
+            del self._data_keys[key]
+        self._latest.pop(subject_id, None)
+
+    # Fields ----------------------------------------------------------------------------------------
+
+    async def encrypt(
+        self, value: str | bytes, *, table: str, column: str, row_id: RowId, subject_id: int
+    ) -> bytes:
+        """`value` (text as UTF-8) sealed under the subject's data key (created if it has none), bound to
+        this tenant, table, column, row and subject. Store the bytes in a `bytea` column."""
+        self._check_scope()
+        plaintext = value.encode() if isinstance(value, str) else bytes(value)
+        version, key = await self._data_key_for_writing(subject_id)
+        return key.seal(
+            plaintext,
+            key_version=version,
+            context=self._context(table, column, row_id, subject_id),
+        )
+
+    async def decrypt(
+        self, ciphertext: bytes, *, table: str, column: str, row_id: RowId, subject_id: int
+    ) -> bytes:
+        """The plaintext bytes. DataKeyDestroyed if the subject was erased; CiphertextRejected if the
+        ciphertext was tampered with or belongs to another row, column, subject or tenant."""
+        self._check_scope()
+        sealed = bytes(ciphertext)
+        header = parse_header(sealed, what=f"{table}.{column} of row {row_id}")
+        if subject_id not in self._loaded:
+            await self.load_data_keys([subject_id])
+        if subject_id in self._destroyed:
+            raise DataKeyDestroyed(f"subject {subject_id} was erased: its data key is destroyed")
+        key = self._data_keys.get((subject_id, header.key_version))
+        if key is None and subject_id not in self._reread:
+            # Committed by another unit of work since this one read the subject's keys: read once more.
+            self._reread.add(subject_id)
+            self._loaded.discard(subject_id)
+            await self.load_data_keys([subject_id])
+            if subject_id in self._destroyed:
+                raise DataKeyDestroyed(f"subject {subject_id} was erased: its data key is destroyed")
+            key = self._data_keys.get((subject_id, header.key_version))
+        if key is None:
+            raise CiphertextRejected(
+                f"{table}.{column} of row {row_id}: subject {subject_id} has no data key "
+                f"{header.key_version} (copied from another subject or tenant?)"
+            )
+        return key.open(
+            sealed,
+            context=self._context(table, column, row_id, subject_id),
+            what=f"{table}.{column} of row {row_id}",
+        )
+
+    async def decrypt_text(
+        self, ciphertext: bytes, *, table: str, column: str, row_id: RowId, subject_id: int
+    ) -> str:
+        plaintext = await self.decrypt(
+            ciphertext, table=table, column=column, row_id=row_id, subject_id=subject_id
+        )
+        return plaintext.decode("utf-8")
+
+    # Blind indexes ---------------------------------------------------------------------------------
+
+    async def blind_index(
+        self, value: str, *, table: str, column: str, normalize: Callable[[str], str] = blind.normalize_text
+    ) -> bytes:
+        """The blind index of `value` for exact lookup in `table.column` (16 bytes; blind_index.py)."""
+        key = self._index_keys.get((table, column))
+        if key is None:
+            key = self._index_keys[(table, column)] = blind.index_key(
+                (await self._any_tenant_key()).index_secret, self.institution_id, table, column
+            )
+        return blind.compute(key, normalize(value))
+
+    async def _any_tenant_key(self) -> TenantKey:
+        if self._current is not None:
+            return self._current
+        if self._tenant_keys:
+            return next(iter(self._tenant_keys.values()))  # every version carries the same index secret
+        connection = self._check_scope()
+        self.queries += 1
+        tenant_key = await current_tenant_key(
+            connection, self._keyring, self.institution_id, for_share=False, create_with=DEFAULT_ALGORITHM
+        )
+        assert tenant_key is not None
+        self._tenant_keys[tenant_key.version] = tenant_key
+        return tenant_key
+
+    # Crypto-shredding ------------------------------------------------------------------------------
+
+    async def destroy_data_key(self, subject_id: int) -> int:
+        """Erase the subject: every version of its data key is destroyed, so every field sealed for it
+        raises DataKeyDestroyed from now on, and no new field can be sealed for it. Returns how many key
+        versions were destroyed (0 for a subject without a key, which is marked erased all the same)."""
+        connection = self._check_scope()
+        self.queries += 2
+        destroyed = await connection.execute_query_dict(
+            """UPDATE data_key SET wrapped_key = NULL, destroyed_at = now()
+               WHERE subject_id = $1 AND wrapped_key IS NOT NULL RETURNING version""",
+            [subject_id],
+        )
+        # A subject without a key gets a tombstone, so that nothing is ever sealed for it again.
+        await connection.execute_query_dict(
+            """INSERT INTO data_key
+                   (subject_id, version, algorithm, tenant_key_version, wrapped_key, destroyed_at)
+               VALUES ($1, 1, $2, 1, NULL, now()) ON CONFLICT (subject_id, version) DO NOTHING""",
+            [subject_id, Algorithm.AES_256_GCM.label],
+        )
+        self._forget(subject_id)
+        self._destroyed.add(subject_id)
+        self._loaded.add(subject_id)
+        return len(destroyed)
+
+
+_cipher: ContextVar[FieldCipher | None] = ContextVar("yiyang_field_cipher", default=None)
+
+
+async def field_cipher(*, keyring: RootKeyring | None = None) -> FieldCipher:
+    """The FieldCipher of the open unit of work (OutsideTenantScope without one): the same object for
+    every call within one unit of work, a new one in the next."""
+    tenant = current_tenant()
+    connection = db()
+    existing = _cipher.get()
+    if (
+        existing is not None
+        and existing._connection is connection
+        and existing._tenant == tenant
+        and (keyring is None or existing._keyring is keyring)
+    ):
+        return existing
+    cipher = FieldCipher(tenant, connection, keyring or process_root_keyring())
+    _cipher.set(cipher)
+    return cipher
+
+
+async def destroy_data_key(subject_id: int) -> int:
+    """Crypto-shred one data subject of the current tenant (FieldCipher.destroy_data_key)."""
+    return await (await field_cipher()).destroy_data_key(subject_id)
+
+
+__all__ = ["FieldCipher", "KeyUnavailable", "destroy_data_key", "field_cipher"]
