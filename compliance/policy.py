@@ -32,6 +32,9 @@ class Action(StrEnum):
     RESIDENT_UPDATE = "resident.update"
     RESIDENT_DISCHARGE = "resident.discharge"
     FAMILY_MEMBER_ADD = "family_member.add"
+    VITALS_VIEW = "vitals.view"
+    VITALS_RECORD = "vitals.record"
+    VITAL_RANGES_SET = "vital_ranges.set"  # a resident's own normal ranges
     STAFF_VIEW = "staff.view"
     STAFF_MANAGE = "staff.manage"
     CLIENT_MANAGE = "client.manage"  # integrator clients of an institution or chain
@@ -60,6 +63,7 @@ _ALL_STAFF = frozenset(StaffRole)
 _ALL_CHAIN = frozenset(ChainRole)
 _INTAKE = frozenset({StaffRole.INSTITUTION_ADMIN, StaffRole.SALES, StaffRole.HEAD_NURSE})
 _ADMIN = frozenset({StaffRole.INSTITUTION_ADMIN})
+_CLINICAL = frozenset({StaffRole.HEAD_NURSE, StaffRole.NURSE, StaffRole.DOCTOR})
 _CHAIN_ADMIN = frozenset({ChainRole.CHAIN_ADMIN})
 READ_RESIDENTS, WRITE_RESIDENTS, WRITE_VITALS = "residents:read", "residents:write", "vitals:write"
 _ANY_SCOPE = frozenset({READ_RESIDENTS, WRITE_RESIDENTS, WRITE_VITALS})
@@ -91,6 +95,13 @@ PERMISSIONS: dict[Action, Grant] = {
         staff=_INTAKE | {StaffRole.BUTLER, StaffRole.NURSE},
         scopes=frozenset({WRITE_RESIDENTS}),
     ),
+    # Health data: the clinical roles and caregivers (who measure); what family members and other
+    # integrators may see follows consent (the consent issue), not this table.
+    Action.VITALS_VIEW: Grant(Level.RESIDENT, staff=_ADMIN | _CLINICAL | {StaffRole.CAREGIVER}),
+    Action.VITALS_RECORD: Grant(
+        Level.RESIDENT, staff=_CLINICAL | {StaffRole.CAREGIVER}, scopes=frozenset({WRITE_VITALS})
+    ),
+    Action.VITAL_RANGES_SET: Grant(Level.RESIDENT, staff=frozenset({StaffRole.HEAD_NURSE, StaffRole.DOCTOR})),
     Action.STAFF_VIEW: Grant(Level.INSTITUTION, staff=_ADMIN | {StaffRole.HEAD_NURSE}, chain=_ALL_CHAIN),
     Action.STAFF_MANAGE: Grant(Level.INSTITUTION, staff=_ADMIN, chain=_CHAIN_ADMIN),
     Action.CLIENT_MANAGE: Grant(Level.INSTITUTION, staff=_ADMIN, chain=_CHAIN_ADMIN),
