@@ -263,6 +263,10 @@ def _cmd_token(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.suite == "search":
+        from bench.search import main as bench_search
+
+        return bench_search(args.rest)
     from bench.tenancy import main as bench_tenancy
 
     return bench_tenancy(args.rest)
@@ -360,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.set_defaults(handler=_cmd_token)
 
     bench = commands.add_parser("bench", help="benchmarks; `yiyang bench tenancy --help`")
-    bench.add_argument("suite", choices=["tenancy"])
+    bench.add_argument("suite", choices=["tenancy", "search"])
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(handler=_cmd_bench)
     return parser

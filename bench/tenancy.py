@@ -3,7 +3,7 @@
 In a scratch database created for the run (and dropped afterwards) it
 
 1. provisions N institutions one by one through `tenants.registry.provision_institution` (timing each),
-2. fills every tenant schema with residents (one INSERT … SELECT generate_series per schema),
+2. fills every tenant schema with residents, their identity sealed (bench/search.py's `fill`),
 3. applies one additive migration to every schema through `tenants.migrate.migrate_all`, then times a
    second, no-op run (in-process, and the `yiyang migrate` command end to end),
 4. starts the API as real uvicorn processes, warms it with one request per institution, reads its RSS,
@@ -89,17 +89,6 @@ RESIDENTS_QUERY = """query BenchResidents {
     pageInfo { hasNextPage endCursor }
   }
 }"""
-
-FILL_RESIDENTS_SQL = """
-INSERT INTO {schema}.resident (name, gender, birth_date, care_level, admission_date, building, room, bed)
-SELECT '长者' || g,
-       CASE WHEN g % 2 = 0 THEN 'female' ELSE 'male' END,
-       date '1930-01-01' + (g * 397) % 9000,
-       (ARRAY['self_care', 'assisted', 'full_care', 'special_care'])[1 + g % 4],
-       date '2020-01-01' + g,
-       'A', (100 + g)::text, '1'
-FROM generate_series(1, $1) AS g
-"""
 
 BARE_APPLICATION = "yiyang-bench-bare"  # application_name of the bare asyncpg pool's connections
 REGIONS = (("bench-east", "华东基准区"), ("bench-north", "华北基准区"), ("bench-west", "西部基准区"))
@@ -375,23 +364,35 @@ def page_select_sql(limit: int) -> str:
     return sql
 
 
-async def fill_residents(dsn: str, tenants: Sequence[Tenant], per_institution: int, results: Results) -> None:
-    from tenants.schema_names import quote_schema
+async def fill_residents(
+    database_url: str, tenants: Sequence[Tenant], per_institution: int, results: Results, root_key: bytes
+) -> None:
+    """Residents sealed as the application writes them (identity is encrypted: bench/search.py's `fill`,
+    ids first, an institution's data keys in one INSERT, sealed rows in bulk), one unit of work each."""
+    from bench.search import fill, people
+    from compliance.encryption import RootKeyring
+    from tenants.context import TenantRef
+    from tenants.db import asyncpg_dsn, close_database, open_database
+    from tenants.unit_of_work import run_in_tenant
 
-    inserted: list[int] = []
+    population = people(per_institution, seed=len(tenants))
+    keyring = RootKeyring(root_key)
     started = time.perf_counter()
-    async with asyncpg.create_pool(dsn, min_size=1, max_size=8) as pool:
-
-        async def fill(tenant: Tenant) -> None:
-            status = await pool.execute(
-                FILL_RESIDENTS_SQL.format(schema=quote_schema(tenant.schema_name)), per_institution
+    await open_database(database_url)
+    try:
+        for tenant in tenants:
+            await run_in_tenant(
+                TenantRef(tenant.institution_id, tenant.schema_name), lambda: fill(population, keyring)
             )
-            inserted.append(int(status.rsplit(" ", 1)[-1]))  # "INSERT 0 <rows>"
-
-        await bounded_gather([lambda t=t: fill(t) for t in tenants], 8)
-        results.fill_seconds = time.perf_counter() - started
-        results.residents_total = sum(inserted)
-        await pool.execute("ANALYZE")  # planner statistics, as autovacuum would leave them (not timed)
+    finally:
+        await close_database()
+    results.fill_seconds = time.perf_counter() - started
+    results.residents_total = per_institution * len(tenants)
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        await conn.execute("ANALYZE")  # planner statistics, as autovacuum would leave them (not timed)
+    finally:
+        await conn.close()
 
 
 async def bounded_gather(jobs: Sequence[Callable[[], Awaitable[object]]], concurrency: int) -> None:
@@ -551,12 +552,11 @@ class BenchKeys:
     signing_key: "ActiveKey"
 
 
-async def bench_keys(database_url: str) -> BenchKeys:
-    """A root key of this run's own, and a signing key sealed under it in the scratch database."""
+async def bench_keys(database_url: str, root_key: bytes) -> BenchKeys:
+    """The root key of this run, and a signing key sealed under it in the scratch database."""
     from compliance.identity.keys import SigningKeys
     from tenants.db import close_database, open_database
 
-    root_key = secrets.token_bytes(32)
     await open_database(database_url)
     try:
         return BenchKeys(root_key, await SigningKeys(root_key).signing_key())
@@ -889,11 +889,12 @@ async def run(args: argparse.Namespace) -> Results:
                 await close_database()
             log(f"provisioned {len(tenants)} institutions in {results.provision_total:.1f} s")
 
-            await fill_residents(dsn, tenants, args.residents_per_institution, results)
+            root_key = secrets.token_bytes(32)  # the API's (bench_keys): the residents are sealed under it
+            await fill_residents(database_url, tenants, args.residents_per_institution, results, root_key)
             log(f"{results.residents_total} residents in {results.fill_seconds:.1f} s")
 
             await bench_migrations(database_url, len(tenants), results)
-            await bench_latency(args, database_url, admin, tenants, results)
+            await bench_latency(args, database_url, admin, tenants, results, root_key)
         finally:
             await admin.close()
     results.finished = datetime.now(UTC)
@@ -916,6 +917,7 @@ async def bench_latency(
     admin: asyncpg.Connection,
     tenants: Sequence[Tenant],
     results: Results,
+    root_key: bytes,
 ) -> None:
     """The API and the bare asyncpg pool, up together and holding as many connections in all: warm-up,
     interleaved rounds, the httpx run, the single-client runs and, if asked for, the profile."""
@@ -932,7 +934,7 @@ async def bench_latency(
     connections = results.api_pool_size * args.api_workers
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
 
-    keys = await bench_keys(database_url)
+    keys = await bench_keys(database_url, root_key)
     with api_server(
         database_url, args.redis_url, results.api_pool_size, keys, args.api_workers, args.api_env
     ) as server:

@@ -27,6 +27,15 @@ from care.models import (
     Resident,
     ResidentStatus,
 )
+from care.residents import (
+    FAMILY_TABLE,
+    Identity,
+    id_card_check_character,
+    seal_discharge_note,
+    seal_family_member,
+    seal_identity,
+)
+from compliance.encryption import field_cipher
 from tenants.db import close_database, default_connection, open_database
 from tenants.models import Institution, Region
 from tenants.registry import (
@@ -137,13 +146,34 @@ class SeedReport:
     accounts: int = 0
 
 
+# Administrative division codes (first six characters of an ID-card number) of the institutions' districts
+# and of a few places elders were born elsewhere.
+HOME_AREAS = {
+    "杭州": "330106", "上海": "310106", "北京朝阳": "110105", "广州": "440106", "深圳": "440305",
+    "苏州": "320508", "天津": "120103", "石家庄": "130102", "厦门": "350203", "南京": "320106",
+    "北京海淀": "110108", "佛山": "440604",
+}  # fmt: skip
+BIRTH_AREAS = ("320102", "330102", "370102", "410102", "420102", "430102", "510104", "340102", "360102")
+RESIDENT_PHONE = 0.35  # share of residents with a phone of their own
+
+
+@dataclass
+class _Relative:
+    member: FamilyMember
+    name: str
+    phone: str
+
+
 @dataclass
 class _Stay:
-    """One resident before it becomes a row; ids are given once every stay is known."""
+    """One resident before it becomes a row; ids are given once every stay is known. The identity stays
+    here in plaintext until `_fill` seals it under the resident's data key."""
 
     resident: Resident
+    identity: Identity
     surname: str
-    family: list[FamilyMember] = field(default_factory=list)
+    note: str | None = None
+    family: list[_Relative] = field(default_factory=list)
 
 
 def _years_before(day: date, years: int) -> date:
@@ -170,6 +200,14 @@ def _mobile(rng: random.Random) -> str:
     return f"{rng.choice(MOBILE_PREFIXES)}{rng.randrange(10**8):08d}"
 
 
+def _id_card(rng: random.Random, area: str, birth: date, gender: Gender) -> str:
+    """A resident ID-card number of GB 11643: area, birth date, a sequence odd for men and even for women,
+    and its check character."""
+    sequence = rng.randrange(50) * 2 * 10 + rng.randrange(5) * 2 + (1 if gender is Gender.MALE else 0)
+    first17 = f"{area}{birth:%Y%m%d}{sequence:03d}"
+    return first17 + id_card_check_character(first17)
+
+
 def _care_level(rng: random.Random, age: int) -> CareLevel:
     weights = next(w for below, w in CARE_WEIGHTS_BY_AGE if age < below)
     return rng.choices(CARE_LEVELS, weights=weights)[0]
@@ -178,7 +216,8 @@ def _care_level(rng: random.Random, age: int) -> CareLevel:
 class _People:
     """Residents and families of one institution."""
 
-    def __init__(self, rng: random.Random, fake: Faker, today: date) -> None:
+    def __init__(self, rng: random.Random, fake: Faker, today: date, area: str) -> None:
+        self.area = area
         self.rng = rng
         self.fake = fake
         self.today = today
@@ -186,7 +225,7 @@ class _People:
 
     def _elder(
         self, age: int, admitted: date, on: date, placement: tuple[str, str, str]
-    ) -> tuple[Resident, str]:
+    ) -> tuple[Resident, Identity, str]:
         """A resident `age` years old on `on`, at least MIN_ADMISSION_AGE when admitted."""
         rng = self.rng
         gender = Gender.FEMALE if rng.random() < 0.62 else Gender.MALE
@@ -194,17 +233,22 @@ class _People:
         given = rng.choice(ELDER_GIVEN_FEMALE if gender is Gender.FEMALE else ELDER_GIVEN_MALE)
         birth = _years_before(on, age) - timedelta(days=rng.randrange(365))
         birth = min(birth, _years_before(admitted, MIN_ADMISSION_AGE))
-        resident = Resident(
+        area = self.area if rng.random() < 0.7 else rng.choice(BIRTH_AREAS)
+        identity = Identity(
             name=surname + given,
             gender=gender,
             birth_date=birth,
+            id_card_number=_id_card(rng, area, birth, gender),
+            phone=_mobile(rng) if rng.random() < RESIDENT_PHONE else None,
+        )
+        resident = Resident(
             care_level=_care_level(rng, age),
             admission_date=admitted,
             building=placement[0],
             room=placement[1],
             bed=placement[2],
         )
-        return resident, surname
+        return resident, identity, surname
 
     def _age(self) -> int:
         return round(self.rng.triangular(MIN_AGE, MAX_AGE, MODE_AGE))
@@ -217,8 +261,8 @@ class _People:
         while not 3 <= tenure < longest:
             tenure = int(rng.expovariate(1 / 700))
         admitted = self.today - timedelta(days=tenure)
-        resident, surname = self._elder(self._age(), admitted, self.today, placement)
-        return _Stay(resident, surname)
+        resident, identity, surname = self._elder(self._age(), admitted, self.today, placement)
+        return _Stay(resident, identity, surname)
 
     def earlier(self, placement: tuple[str, str, str], before: date) -> _Stay | None:
         """Someone who left this bed some days before `before`, or None when that is before the history."""
@@ -227,7 +271,7 @@ class _People:
         admitted = left - timedelta(days=7 + int(rng.expovariate(1 / 420)))
         if admitted < self.horizon:
             return None
-        resident, surname = self._elder(self._age(), admitted, left, placement)
+        resident, identity, surname = self._elder(self._age(), admitted, left, placement)
         heavy = resident.care_level in (CareLevel.FULL_CARE, CareLevel.SPECIAL_CARE)
         reason = rng.choices(
             DISCHARGE_REASONS, weights=REASON_WEIGHTS_HEAVY_CARE if heavy else REASON_WEIGHTS_LIGHT_CARE
@@ -235,14 +279,13 @@ class _People:
         resident.status = ResidentStatus.DISCHARGED
         resident.discharged_on = left
         resident.discharge_reason = reason
-        if rng.random() < 0.6:
-            resident.discharge_note = rng.choice(DISCHARGE_NOTES[reason])
-        return _Stay(resident, surname)
+        note = rng.choice(DISCHARGE_NOTES[reason]) if rng.random() < 0.6 else None
+        return _Stay(resident, identity, surname, note)
 
     def family(self, stay: _Stay) -> None:
-        rng, fake, resident = self.rng, self.fake, stay.resident
+        rng, fake = self.rng, self.fake
         # Children carry the father's surname; a wife keeps her own.
-        husband_surname = stay.surname if resident.gender is Gender.MALE else fake.last_name()
+        husband_surname = stay.surname if stay.identity.gender is Gender.MALE else fake.last_name()
         size = rng.choices(*zip(*FAMILY_SIZE_WEIGHTS, strict=True))[0]
         taken: set[Relationship] = set()
         for n in range(size):
@@ -255,18 +298,17 @@ class _People:
             if relationship in (Relationship.SPOUSE, Relationship.GUARDIAN):
                 taken.add(relationship)
             stay.family.append(
-                FamilyMember(
+                _Relative(
+                    FamilyMember(relationship=relationship, is_emergency_contact=n == 0),
                     name=self._relative_name(stay, relationship, husband_surname),
-                    relationship=relationship,
                     phone=_mobile(rng),
-                    is_emergency_contact=n == 0,
                 )
             )
 
     def _relative_name(self, stay: _Stay, relationship: Relationship, husband_surname: str) -> str:
         rng, fake = self.rng, self.fake
         if relationship is Relationship.SPOUSE:
-            if stay.resident.gender is Gender.FEMALE:
+            if stay.identity.gender is Gender.FEMALE:
                 return husband_surname + rng.choice(ELDER_GIVEN_MALE)
             return fake.last_name() + rng.choice(ELDER_GIVEN_FEMALE)
         if relationship is Relationship.SIBLING:
@@ -306,18 +348,30 @@ class _People:
 
 
 async def _fill(stays: list[_Stay]) -> None:
+    """Ids first (the row id is part of each field's associated data), every data key of the institution
+    in one INSERT, then the sealed rows in bulk."""
+    cipher = await field_cipher()
+    await cipher.ensure_data_keys(range(1, len(stays) + 1))
     residents, family = [], []
+    member_id = 0
     for pk, stay in enumerate(stays, start=1):
         stay.resident.id = pk
+        await seal_identity(cipher, stay.resident, stay.identity)
+        await seal_discharge_note(cipher, stay.resident, stay.note)
         residents.append(stay.resident)
-        for member in stay.family:
-            member.resident_id = pk
-            family.append(member)
+        for relative in stay.family:
+            member_id += 1
+            relative.member.id = member_id
+            relative.member.resident_id = pk
+            await seal_family_member(cipher, relative.member, relative.name, relative.phone)
+            family.append(relative.member)
     await Resident.bulk_create(residents, batch_size=500)
     await FamilyMember.bulk_create(family, batch_size=500)
-    # The rows came with explicit ids: move the identity past them for the next admission.
+    # The rows came with explicit ids: move the identities past them for the next admission.
     await connections.get("default").execute_script(
         "SELECT setval(pg_get_serial_sequence('resident', 'id'), (SELECT max(id) FROM resident));"
+        f"SELECT setval(pg_get_serial_sequence('{FAMILY_TABLE}', 'id'), "
+        f"(SELECT coalesce(max(id), 1) FROM {FAMILY_TABLE}));"
     )
 
 
@@ -340,7 +394,10 @@ async def _load(seed: int) -> SeedReport:
             )
         )
         today = datetime.now(ZoneInfo(institution.time_zone)).date()
-        stays = _People(rng, fake, today).institution(beds)
+        area = next(
+            code for place, code in sorted(HOME_AREAS.items(), key=lambda kv: -len(kv[0])) if place in name
+        )
+        stays = _People(rng, fake, today, area).institution(beds)
         await run_in_tenant(tenant_ref(institution), lambda stays=stays: _fill(stays))
         resident_count += len(stays)
         family_count += sum(len(stay.family) for stay in stays)

@@ -17,7 +17,8 @@ with the same password need no hundred hashes.
 
 from dataclasses import dataclass
 
-from care.models import FamilyMember, Resident, ResidentStatus
+from care.models import Resident, ResidentStatus
+from care.residents import FamilyMemberRecord, family_members_of
 from compliance.identity.account_models import (
     AccountKind,
     ChainMembership,
@@ -100,19 +101,15 @@ async def seed_demo_accounts(
     return DemoAccounts(accounts=count + family, family_accounts=family)
 
 
-async def _first_relatives(institution: Institution) -> list[FamilyMember]:
-    async def read() -> list[FamilyMember]:
+async def _first_relatives(institution: Institution) -> list[FamilyMemberRecord]:
+    async def read() -> list[FamilyMemberRecord]:
         residents = (
             await Resident.filter(status=ResidentStatus.IN_RESIDENCE)
             .order_by("id")
             .limit(FAMILY_ACCOUNTS_PER_INSTITUTION)
             .values_list("id", flat=True)
         )
-        relatives = []
-        for resident_id in residents:
-            first = await FamilyMember.filter(resident_id=resident_id).order_by("id").first()
-            if first is not None:
-                relatives.append(first)
-        return relatives
+        families = await family_members_of(residents)  # decrypted: names and phones are sealed
+        return [families[resident_id][0] for resident_id in residents if families[resident_id]]
 
     return await run_in_tenant(tenant_ref(institution), read)

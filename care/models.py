@@ -52,10 +52,18 @@ class Relationship(StrEnum):
 
 
 class Resident(TenantModel):
+    """A stay of a resident. Identity fields are ciphertexts (`*_enc`, bytea) sealed under the resident's
+    data key and read through `care.residents` only; `*_bidx` are blind indexes for exact lookup.
+    Placement, care level, status and dates stay plaintext (filtered in SQL; docs/security.md)."""
+
     id = fields.BigIntField(primary_key=True)
-    name = fields.CharField(max_length=100)
-    gender = fields.CharEnumField(Gender, max_length=8)
-    birth_date = fields.DateField()
+    name_enc = fields.BinaryField()
+    gender_enc = fields.BinaryField()
+    birth_date_enc = fields.BinaryField()
+    id_card_number_enc = fields.BinaryField(null=True)
+    id_card_number_bidx = fields.BinaryField(null=True)
+    phone_enc = fields.BinaryField(null=True)
+    phone_bidx = fields.BinaryField(null=True)
     building = fields.CharField(max_length=50, null=True)
     room = fields.CharField(max_length=20, null=True)
     bed = fields.CharField(max_length=20, null=True)
@@ -64,7 +72,7 @@ class Resident(TenantModel):
     status = fields.CharEnumField(ResidentStatus, max_length=16, default=ResidentStatus.IN_RESIDENCE)
     discharged_on = fields.DateField(null=True)
     discharge_reason = fields.CharEnumField(DischargeReason, max_length=24, null=True)
-    discharge_note = fields.TextField(null=True)
+    discharge_note_enc = fields.BinaryField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 
@@ -79,9 +87,10 @@ class FamilyMember(TenantModel):
     resident: fields.ForeignKeyRelation[Resident] = fields.ForeignKeyField(
         "tenant.Resident", related_name="family_members", on_delete=fields.CASCADE
     )
-    name = fields.CharField(max_length=100)
+    name_enc = fields.BinaryField()
     relationship = fields.CharEnumField(Relationship, max_length=24)
-    phone = fields.CharField(max_length=20)
+    phone_enc = fields.BinaryField()
+    phone_bidx = fields.BinaryField()
     is_emergency_contact = fields.BooleanField(default=False)
     created_at = fields.DatetimeField(auto_now_add=True)
 

@@ -32,6 +32,8 @@ class Action(StrEnum):
     RESIDENT_UPDATE = "resident.update"
     RESIDENT_DISCHARGE = "resident.discharge"
     FAMILY_MEMBER_ADD = "family_member.add"
+    HEALTH_RECORD_VIEW = "health_record.view"  # diagnoses, medications, allergies
+    HEALTH_RECORD_EDIT = "health_record.edit"
     VITALS_VIEW = "vitals.view"
     VITALS_RECORD = "vitals.record"
     VITAL_RANGES_SET = "vital_ranges.set"  # a resident's own normal ranges
@@ -97,6 +99,8 @@ PERMISSIONS: dict[Action, Grant] = {
     ),
     # Health data: the clinical roles and caregivers (who measure); what family members and other
     # integrators may see follows consent (the consent issue), not this table.
+    Action.HEALTH_RECORD_VIEW: Grant(Level.RESIDENT, staff=_ADMIN | _CLINICAL | {StaffRole.CAREGIVER}),
+    Action.HEALTH_RECORD_EDIT: Grant(Level.RESIDENT, staff=_CLINICAL),
     Action.VITALS_VIEW: Grant(Level.RESIDENT, staff=_ADMIN | _CLINICAL | {StaffRole.CAREGIVER}),
     Action.VITALS_RECORD: Grant(
         Level.RESIDENT, staff=_CLINICAL | {StaffRole.CAREGIVER}, scopes=frozenset({WRITE_VITALS})

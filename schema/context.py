@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 from strawberry.dataloader import DataLoader
 from strawberry.types import Info
 
-from care.models import FamilyMember
-from care.residents import family_members_of
+from care.health_record import HealthRecord, health_records_of
+from care.residents import FamilyMemberRecord, family_members_of
 from compliance.identity.login_throttle import LoginThrottle
 from compliance.principals import Principal
 from tenants.context import TenantRef
@@ -23,7 +23,12 @@ async def _load_institutions(ids: list[int]) -> list[Institution | None]:
     return [found.get(i) for i in ids]
 
 
-async def _load_family_members(resident_ids: list[int]) -> list[list[FamilyMember]]:
+async def _load_health_records(resident_ids: list[int]) -> list[HealthRecord]:
+    records = await health_records_of(resident_ids)
+    return [records[rid] for rid in resident_ids]
+
+
+async def _load_family_members(resident_ids: list[int]) -> list[list[FamilyMemberRecord]]:
     grouped = await family_members_of(resident_ids)
     return [grouped[rid] for rid in resident_ids]
 
@@ -35,8 +40,11 @@ class Loaders:
     institution: DataLoader[int, Institution | None] = field(
         default_factory=lambda: DataLoader(load_fn=_load_institutions)
     )
-    family_members: DataLoader[int, list[FamilyMember]] = field(
+    family_members: DataLoader[int, list[FamilyMemberRecord]] = field(
         default_factory=lambda: DataLoader(load_fn=_load_family_members)
+    )
+    health_record: DataLoader[int, HealthRecord] = field(
+        default_factory=lambda: DataLoader(load_fn=_load_health_records)
     )
 
 

@@ -9,19 +9,19 @@ from care import residents as care
 from care.models import (
     CareLevel,
     DischargeReason,
-    FamilyMember,
     Gender,
     Relationship,
-    Resident,
     ResidentStatus,
 )
 from compliance.policy import Action, require, resident_scope
+from schema import vitals as vital_fields
 from schema.context import YiyangInfo
+from schema.health_record import HealthRecordType, health_record_of
 from schema.ids import decode_id, encode_id
 from schema.institutions import InstitutionType
 from schema.pagination import Connection, connection, page_request, paginate_loaded
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
-from tenants.errors import NotFound
+from tenants.errors import Erased, NotFound
 
 GenderEnum = strawberry.enum(Gender, name="Gender")
 CareLevelEnum = strawberry.enum(CareLevel, name="CareLevel")
@@ -30,33 +30,48 @@ DischargeReasonEnum = strawberry.enum(DischargeReason, name="DischargeReason")
 RelationshipEnum = strawberry.enum(Relationship, name="Relationship")
 
 
+ERASED = "The personal data of this resident was erased."
+IDENTITY = "Null, with an error of code GONE, when the resident's personal data was erased."
+
+
 @strawberry.type(name="FamilyMember")
 class FamilyMemberType:
     id: strawberry.ID
-    name: str
     relationship: RelationshipEnum
-    phone: str
     is_emergency_contact: bool
     pk: strawberry.Private[int]
+    record: strawberry.Private[care.FamilyMemberRecord]
 
     @classmethod
-    def from_model(cls, row: FamilyMember, institution_id: int) -> "FamilyMemberType":
+    def from_model(cls, row: care.FamilyMemberRecord, institution_id: int) -> "FamilyMemberType":
         return cls(
             id=strawberry.ID(encode_id("FamilyMember", institution_id, row.id)),
-            name=row.name,
             relationship=row.relationship,
-            phone=row.phone,
             is_emergency_contact=row.is_emergency_contact,
             pk=row.id,
+            record=row,
         )
+
+    @strawberry.field(description=IDENTITY)
+    def name(self) -> str | None:
+        if self.record.name is None:
+            raise Erased(ERASED)
+        return self.record.name
+
+    @strawberry.field(description=IDENTITY)
+    def phone(self) -> str | None:
+        if self.record.phone is None:
+            raise Erased(ERASED)
+        return self.record.phone
 
 
 @strawberry.type(name="Resident")
 class ResidentType:
+    """Identity fields (name, gender, birthDate, age, idCardNumber, phone) are sealed by field-level
+    encryption; for an erased resident they are null, each with an error of code GONE, and the rest of
+    the resident (placement, care level, dates) still reads."""
+
     id: strawberry.ID
-    name: str
-    gender: GenderEnum
-    birth_date: date
     building: str | None
     room: str | None
     bed: str | None
@@ -67,14 +82,13 @@ class ResidentType:
     discharge_reason: DischargeReasonEnum | None
     pk: strawberry.Private[int]
     institution_id: strawberry.Private[int]
+    identity: strawberry.Private[care.Identity | None]
 
     @classmethod
-    def from_model(cls, row: Resident | care.ResidentSummary, institution_id: int) -> "ResidentType":
+    def from_model(cls, row: care.ResidentRecord, institution_id: int) -> "ResidentType":
         return cls(
             id=strawberry.ID(encode_id("Resident", institution_id, row.id)),
-            name=row.name,
-            gender=row.gender,
-            birth_date=row.birth_date,
+            identity=row.identity,
             building=row.building,
             room=row.room,
             bed=row.bed,
@@ -87,14 +101,36 @@ class ResidentType:
             institution_id=institution_id,
         )
 
-    @strawberry.field(description="Age in whole years today, in the institution's time zone.")
-    def age(self) -> int:
+    def _identity(self) -> care.Identity:
+        if self.identity is None:
+            raise Erased(ERASED)
+        return self.identity
+
+    @strawberry.field(description=IDENTITY)
+    def name(self) -> str | None:
+        return self._identity().name
+
+    @strawberry.field(description=IDENTITY)
+    def gender(self) -> GenderEnum | None:
+        return self._identity().gender
+
+    @strawberry.field(description=IDENTITY)
+    def birth_date(self) -> date | None:
+        return self._identity().birth_date
+
+    @strawberry.field(description="身份证号 (18 characters), null when not recorded. " + IDENTITY)
+    def id_card_number(self) -> str | None:
+        return self._identity().id_card_number
+
+    @strawberry.field(description="The resident's own phone, null when not recorded. " + IDENTITY)
+    def phone(self) -> str | None:
+        return self._identity().phone
+
+    @strawberry.field(description="Age in whole years today, in the institution's time zone. " + IDENTITY)
+    def age(self) -> int | None:
+        birth = self._identity().birth_date
         today = care.institution_today()
-        return (
-            today.year
-            - self.birth_date.year
-            - ((today.month, today.day) < (self.birth_date.month, self.birth_date.day))
-        )
+        return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
 
     @strawberry.field
     async def family_members(
@@ -105,6 +141,10 @@ class ResidentType:
         nodes = [FamilyMemberType.from_model(m, self.institution_id) for m in members]
         return paginate_loaded(nodes, page, key=lambda node: node.pk)
 
+    @strawberry.field(description="Diagnoses, medications and allergies (health data).")
+    async def health_record(self, info: YiyangInfo) -> HealthRecordType:
+        return await health_record_of(info, self.institution_id, self.pk)
+
     @strawberry.field
     async def institution(self, info: YiyangInfo) -> InstitutionType:
         row = await info.context.loaders.institution.load(self.institution_id)
@@ -112,13 +152,27 @@ class ResidentType:
             raise NotFound("Not found.")
         return InstitutionType.from_model(row)
 
+    # Vital signs: resolvers in schema/vitals.py.
+    vitals = strawberry.field(resolver=vital_fields.resident_vitals)
+    vital_series = strawberry.field(resolver=vital_fields.resident_vital_series)
+
 
 @strawberry.input
 class ResidentFilterInput:
     status: ResidentStatusEnum | None = None
     care_level: CareLevelEnum | None = None
     building: str | None = None
-    name_contains: str | None = None
+    room: str | None = None
+    bed: str | None = None
+    name_contains: str | None = strawberry.field(
+        default=None, description="Part of the name (decrypted and compared in memory)."
+    )
+    id_card_number: str | None = strawberry.field(
+        default=None, description="Exact 18-character ID-card number (BAD_USER_INPUT if not valid)."
+    )
+    phone: str | None = strawberry.field(
+        default=None, description="Exact phone of the resident or of one of its family members."
+    )
 
 
 @strawberry.input
@@ -139,6 +193,8 @@ class AdmitResidentInput:
     care_level: CareLevelEnum
     admission_date: date
     placement: PlacementInput | None = None
+    id_card_number: str | None = None
+    phone: str | None = None
 
 
 @strawberry.input(
@@ -152,6 +208,8 @@ class UpdateResidentInput:
     care_level: CareLevelEnum | None = None
     admission_date: date | None = None
     placement: PlacementInput | None = None
+    id_card_number: str | None = strawberry.field(default=None, description="An empty string removes it.")
+    phone: str | None = strawberry.field(default=None, description="An empty string removes it.")
 
 
 @strawberry.input
@@ -194,7 +252,7 @@ def _resident_pk(info: YiyangInfo, resident_id: str, action: Action, field: str 
 
 
 async def _resident_change(
-    info: YiyangInfo, institution_id: int, change: Callable[[], Awaitable[Resident]]
+    info: YiyangInfo, institution_id: int, change: Callable[[], Awaitable[care.ResidentRecord]]
 ) -> ResidentPayload:
     try:
         row = await change()
@@ -223,9 +281,15 @@ class ResidentQueries:
             status=given.status,
             care_level=given.care_level,
             building=given.building,
+            room=given.room,
+            bed=given.bed,
             name_contains=given.name_contains,
+            id_card_number=given.id_card_number,
+            phone=given.phone,
             only_ids=resident_scope(info.context.principal),
         )
+        if criteria.name_contains is not None:  # once, for the page and its count
+            criteria = await care.narrow_by_name(criteria)
         rows = await care.list_residents(criteria, after_id=page.after_key, limit=page.size + 1)
         return connection(
             rows,
@@ -254,6 +318,8 @@ class ResidentMutations:
             care_level=input.care_level,
             admission_date=input.admission_date,
             placement=input.placement.to_domain() if input.placement else care.Placement(),
+            id_card_number=input.id_card_number,
+            phone=input.phone,
         )
         return await _resident_change(info, tenant.institution_id, lambda: care.admit_resident(admission))
 
@@ -267,6 +333,8 @@ class ResidentMutations:
             care_level=input.care_level,
             admission_date=input.admission_date,
             placement=input.placement.to_domain() if input.placement else None,
+            id_card_number=input.id_card_number,
+            phone=input.phone,
         )
         return await _resident_change(info, institution_id, lambda: care.update_resident(pk, changes))
 

@@ -10,10 +10,12 @@ from strawberry.types import ExecutionContext
 
 from schema.document_limits import DocumentLimits, DocumentLimitsAndCache
 from schema.execution import YiyangExecutionContext
+from schema.health_record import HealthRecordMutations
 from schema.identity import IdentityMutations, IdentityQueries
 from schema.institutions import InstitutionMutations, InstitutionQueries
 from schema.rate_limits import RateLimits
 from schema.residents import ResidentMutations, ResidentQueries
+from schema.vitals import VitalMutations
 from tenants.errors import DomainError
 
 MAX_DEPTH = 10
@@ -36,7 +38,9 @@ class Query(InstitutionQueries, ResidentQueries, IdentityQueries):
 
 
 @strawberry.type
-class Mutation(InstitutionMutations, ResidentMutations, IdentityMutations):
+class Mutation(
+    HealthRecordMutations, InstitutionMutations, ResidentMutations, IdentityMutations, VitalMutations
+):
     pass
 
 

@@ -25,6 +25,13 @@ class NotFound(DomainError):
     code = "NOT_FOUND"
 
 
+class Erased(DomainError):
+    """The personal data asked for was erased (crypto-shredding: its data key destroyed). What is not
+    personal (placement, care level, dates) may still be read."""
+
+    code = "GONE"
+
+
 class Conflict(DomainError):
     code = "CONFLICT"
 

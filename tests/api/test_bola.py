@@ -16,6 +16,26 @@ from tests.conftest import World, gql
 
 # Every (operation type, field, argument path) that carries an id, with the operation to probe it.
 PROBES: dict[tuple[str, str, str], tuple[str, str]] = {
+    ("mutation", "addDiagnosis", "input.residentId"): (
+        "Resident",
+        'mutation($id: ID!) { addDiagnosis(input: {residentId: $id, condition: "篡改"})'
+        " { diagnosis { id } } }",
+    ),
+    ("mutation", "addMedication", "input.residentId"): (
+        "Resident",
+        'mutation($id: ID!) { addMedication(input: {residentId: $id, drug: "篡改", doseAmount: "1",'
+        ' doseUnit: MG, route: ORAL, frequency: ONCE_DAILY, startedOn: "2026-01-01"})'
+        " { medication { id } } }",
+    ),
+    ("mutation", "endMedication", "input.id"): (
+        "Medication",
+        'mutation($id: ID!) { endMedication(input: {id: $id, endedOn: "2026-01-02"}) { medication { id } } }',
+    ),
+    ("mutation", "addAllergy", "input.residentId"): (
+        "Resident",
+        'mutation($id: ID!) { addAllergy(input: {residentId: $id, substance: "篡改", severity: MILD})'
+        " { allergy { id } } }",
+    ),
     ("query", "resident", "id"): ("Resident", "query($id: ID!) { resident(id: $id) { name } }"),
     ("query", "institution", "id"): ("Institution", "query($id: ID!) { institution(id: $id) { name } }"),
     ("mutation", "updateResident", "input.id"): (
@@ -31,6 +51,16 @@ PROBES: dict[tuple[str, str, str], tuple[str, str]] = {
         "Resident",
         'mutation($id: ID!) { addFamilyMember(input: {residentId: $id, name: "陌生人", relationship: FRIEND,'
         ' phone: "13800000000"}) { familyMember { name } } }',
+    ),
+    ("mutation", "recordVitalSign", "input.residentId"): (
+        "Resident",
+        "mutation($id: ID!) { recordVitalSign(input: {residentId: $id, measure: HEART_RATE, value: 72})"
+        " { reading { id } } }",
+    ),
+    ("mutation", "setVitalRange", "input.residentId"): (
+        "Resident",
+        "mutation($id: ID!) { setVitalRange(input: {residentId: $id, measure: HEART_RATE, low: 50, high: 90})"
+        " { range { low high } } }",
     ),
     ("mutation", "setStaffRoles", "input.staffMemberId"): (
         "StaffMember",

@@ -6,7 +6,9 @@ seeding here runs in a subprocess, on a database of its own, and is checked with
 
 import asyncio
 import contextlib
+import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -17,6 +19,7 @@ import pytest
 
 from api.services import scratch_database
 from api.settings import REPO_ROOT
+from care.residents import id_card_birth_date, valid_id_card
 from tenants.migrate import migrate_all
 from tests.conftest import Endpoints
 
@@ -76,25 +79,59 @@ SEED_WITH_OPEN_ORM = textwrap.dedent(
 )
 
 
-async def _fingerprint(conn: asyncpg.Connection) -> list[tuple]:
-    """Everything the seed chose except dates (those follow today's date)."""
+async def decrypted(database_url: str) -> dict[str, dict]:
+    """Every institution's residents and family members as the domain decrypts them, by schema."""
+    done = await asyncio.to_thread(_python, database_url, "-m", "tests.care.decrypted_dump")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _undated(resident: dict) -> dict:
+    """A decrypted resident without what follows today's date (birth date, ID-card number)."""
+    return {k: v for k, v in resident.items() if k not in ("birth_date", "id_card_number")}
+
+
+async def _fingerprint(conn: asyncpg.Connection, database_url: str) -> list[tuple]:
+    """Everything the seed chose except dates (those follow today's date); sealed fields decrypted (their
+    ciphertexts differ from one seeding to the next: random nonces, keys of their own)."""
+    plain = await decrypted(database_url)
     rows = []
     for institution in await conn.fetch(
         "SELECT name, schema_name, bed_capacity FROM shared.institution ORDER BY id"
     ):
         schema = institution["schema_name"]
         residents = await conn.fetchval(
-            f"""SELECT md5(string_agg(concat_ws('|', id, name, gender, care_level, building, room, bed,
-                                                status, discharge_reason, discharge_note), ',' ORDER BY id))
+            f"""SELECT md5(string_agg(concat_ws('|', id, care_level, building, room, bed,
+                                                status, discharge_reason), ',' ORDER BY id))
                 FROM "{schema}".resident"""
         )
         family = await conn.fetchval(
-            f"""SELECT md5(string_agg(concat_ws('|', resident_id, name, relationship, phone,
+            f"""SELECT md5(string_agg(concat_ws('|', resident_id, relationship,
                                                 is_emergency_contact), ',' ORDER BY id))
                 FROM "{schema}".family_member"""
         )
-        rows.append((institution["name"], institution["bed_capacity"], residents, family))
+        sealed = [_undated(r) for r in plain[schema]["residents"]], plain[schema]["family"]
+        rows.append((institution["name"], institution["bed_capacity"], residents, family, sealed))
     return rows
+
+
+def _check_identities(plain: dict, today: object) -> None:
+    """Names, ID-card numbers (valid, matching the birth date), phones of one institution, decrypted."""
+    from datetime import date
+
+    assert isinstance(today, date)
+    residents, family = plain["residents"], plain["family"]
+    assert residents and all(r["name"] and 1 <= len(r["name"]) <= 100 for r in residents)
+    for resident in residents:
+        number, birth = resident["id_card_number"], date.fromisoformat(resident["birth_date"])
+        assert valid_id_card(number) == number, number
+        assert id_card_birth_date(number) == birth, (number, birth)
+        assert int(number[16]) % 2 == (1 if resident["gender"] == "male" else 0), number
+        assert resident["phone"] is None or re.fullmatch(MOBILE, resident["phone"]), resident["phone"]
+    assert any(r["phone"] for r in residents) and not all(r["phone"] for r in residents)
+    assert all(re.fullmatch(MOBILE, m["phone"]) and m["name"] for m in family)
+    ages = [(today - date.fromisoformat(r["birth_date"])).days / 365.25 for r in residents]
+    assert 60 <= min(ages) and max(ages) <= 106
 
 
 async def _check_institution(conn: asyncpg.Connection, schema: str) -> int:
@@ -103,17 +140,11 @@ async def _check_institution(conn: asyncpg.Connection, schema: str) -> int:
     assert 40 <= counts.get("in_residence", 0) <= 150, counts
     assert counts.get("discharged", 0) > 0, counts
 
-    # Ages of the residents today, and at admission.
-    ages = await conn.fetchrow(
-        f"""SELECT min(date_part('year', age(birth_date))) AS youngest,
-                   max(date_part('year', age(birth_date))) AS oldest,
-                   min(date_part('year', age(admission_date, birth_date))) AS youngest_admitted,
-                   min(admission_date) AS first_admission
-            FROM "{schema}".resident WHERE status = 'in_residence'"""
+    # Ages (birth dates are sealed: checked decrypted in _check_ages), and the first admission.
+    first_admission = await conn.fetchval(
+        f"""SELECT min(admission_date) FROM "{schema}".resident WHERE status = 'in_residence'"""
     )
-    assert 60 <= ages["youngest"] and ages["oldest"] <= 100, dict(ages)
-    assert ages["youngest_admitted"] >= 60, dict(ages)
-    assert (await conn.fetchval("SELECT current_date") - ages["first_admission"]).days <= 5 * 366
+    assert (await conn.fetchval("SELECT current_date") - first_admission).days <= 5 * 366
     levels = await conn.fetchval(f'SELECT count(DISTINCT care_level) FROM "{schema}".resident')
     assert levels == 4
 
@@ -149,13 +180,33 @@ async def _check_institution(conn: asyncpg.Connection, schema: str) -> int:
     )
     assert families["fewest"] >= 1 and families["most"] <= 3, dict(families)
     assert families["one_emergency_contact"]
-    phones_ok = await conn.fetchval(f'SELECT bool_and(phone ~ $1) FROM "{schema}".family_member', MOBILE)
-    assert phones_ok
+    # Phones are sealed: checked decrypted (_check_identities).
 
     # Rows came with explicit ids: the next admission must still get a fresh one.
     next_id = await conn.fetchval(f"SELECT nextval(pg_get_serial_sequence('\"{schema}\".resident', 'id'))")
     assert next_id > await conn.fetchval(f'SELECT max(id) FROM "{schema}".resident')
     return counts["in_residence"]
+
+
+async def _check_ages(conn: asyncpg.Connection, schema: str, residents: list[dict]) -> None:
+    """Ages of those in residence today, and at admission (the birth dates decrypted)."""
+    from datetime import date
+
+    admitted = dict(
+        await conn.fetch(
+            f"""SELECT id, admission_date FROM "{schema}".resident WHERE status = 'in_residence'"""
+        )
+    )
+    today = await conn.fetchval("SELECT current_date")
+
+    def years(birth: date, on: date) -> int:
+        return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
+
+    living = [
+        (date.fromisoformat(r["birth_date"]), admitted[r["id"]]) for r in residents if r["id"] in admitted
+    ]
+    assert 60 <= min(years(b, today) for b, _ in living) and max(years(b, today) for b, _ in living) <= 100
+    assert min(years(b, a) for b, a in living) >= 60
 
 
 async def test_seed_builds_a_living_world_once(empty_database: Callable[[], Awaitable[str]]) -> None:
@@ -172,11 +223,16 @@ async def test_seed_builds_a_living_world_once(empty_database: Callable[[], Awai
         assert len({row["chain_id"] for row in institutions if row["chain_id"] is not None}) >= 2
         living = [await _check_institution(conn, row["schema_name"]) for row in institutions]
         assert len(set(living)) > 3, "the number of residents should vary with the institution"
+        plain = await decrypted(url)
+        today = await conn.fetchval("SELECT (now() AT TIME ZONE 'Asia/Shanghai')::date")
+        for row in institutions:
+            _check_identities(plain[row["schema_name"]], today)
+            await _check_ages(conn, row["schema_name"], plain[row["schema_name"]]["residents"])
 
-        before = await _fingerprint(conn)
+        before = await _fingerprint(conn, url)
         second = await _seed(url)
         assert "not loaded" in second.stdout
-        assert await _fingerprint(conn) == before
+        assert await _fingerprint(conn, url) == before
     finally:
         await conn.close()
 
@@ -198,7 +254,7 @@ async def test_seed_uses_an_open_orm_and_is_deterministic(
 
     first, second = await asyncpg.connect(first_url), await asyncpg.connect(second_url)
     try:
-        assert await _fingerprint(first) == await _fingerprint(second)
+        assert await _fingerprint(first, first_url) == await _fingerprint(second, second_url)
     finally:
         await first.close()
         await second.close()

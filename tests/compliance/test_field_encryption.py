@@ -146,6 +146,14 @@ async def test_tampered_ciphertexts_are_rejected(app: object, world: World) -> N
     assert await open_text(institution, sealed, row_id=21, subject_id=21) == "血压 150/95"
 
 
+async def institution_without_keys(name: str) -> int:
+    """A new institution: the world's have tenant and data keys since admitting a resident seals its
+    identity (care/residents.py), and these tests start from an institution without any."""
+    from tenants.registry import NewInstitution, provision_institution
+
+    return (await provision_institution(NewInstitution(name=name, region_code="test-east"))).id
+
+
 async def test_sm4_gcm_known_answer_and_an_institution_that_selects_it(app: object, world: World) -> None:
     # RFC 8998, appendix A.1: the SM4-GCM of the OpenSSL behind `cryptography`.
     encryptor = Cipher(
@@ -159,7 +167,7 @@ async def test_sm4_gcm_known_answer_and_an_institution_that_selects_it(app: obje
     assert encryptor.tag.hex() == "83de3541e4c2b58177e065a9bf7b62ec"
     assert field_format.sm4_gcm_available()
 
-    institution = world.institution_ids[2]
+    institution = await institution_without_keys("国密测试院")
     rotation = await rotate_tenant_key(institution, algorithm=Algorithm.SM4_GCM)
     assert (rotation.new_version, rotation.algorithm) == (1, Algorithm.SM4_GCM)
     sealed = await seal(institution, "糖尿病", row_id=1, subject_id=1, column="history")
@@ -180,7 +188,7 @@ async def test_sm4_refused_clearly_where_openssl_lacks_it(
     app: object, world: World, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(field_format, "sm4_gcm_available", lambda: False)
-    institution = world.institution_ids[3]
+    institution = await institution_without_keys("无国密测试院")
     with pytest.raises(AlgorithmUnavailable, match="SM4-GCM is not provided"):
         await rotate_tenant_key(institution, algorithm=Algorithm.SM4_GCM)
     conn = await asyncpg.connect(asyncpg_dsn(settings.database_url))
@@ -431,7 +439,7 @@ async def test_tenant_key_rotation_while_reads_and_writes_run(
 async def test_a_rotation_waits_for_a_writer_that_wrapped_a_key_with_the_old_version(
     app: object, world: World
 ) -> None:
-    institution = world.institution_ids[10]
+    institution = await institution_without_keys("轮换等待测试院")
     await seal(institution, "existing", row_id=500, subject_id=500)  # tenant key version 1
     holding, release = asyncio.Event(), asyncio.Event()
 
@@ -530,8 +538,10 @@ def _as_bytes(value: object) -> bytes:
     return str(value).encode()
 
 
-def test_cli_rotates_a_tenant_key_and_the_root_key(app: object, world: World, settings: Settings) -> None:
-    institution = world.institution_ids[9]
+async def test_cli_rotates_a_tenant_key_and_the_root_key(
+    app: object, world: World, settings: Settings
+) -> None:
+    institution = await institution_without_keys("命令行轮换测试院")
     env = {
         **os.environ,
         "DATABASE_URL": settings.database_url,

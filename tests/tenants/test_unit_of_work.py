@@ -5,6 +5,7 @@ import pytest
 from tortoise.exceptions import OperationalError
 
 from care.models import Resident
+from care.residents import ResidentChanges, get_resident, update_resident
 from tenants.context import OutsideTenantScope, TenantRef, current_tenant_or_none
 from tenants.db import default_connection
 from tenants.models import Institution
@@ -65,16 +66,15 @@ async def test_a_failing_unit_of_work_keeps_none_of_its_writes(world: World) -> 
     (tenant,) = await tenants_of(world, 12)
 
     async def rename_then_fail() -> None:
-        resident = await Resident.get(id=1)
-        resident.name = "改名后失败"
-        await resident.save()
+        await update_resident(1, ResidentChanges(name="改名后失败"))
+        assert (await get_resident(1)).require_identity().name == "改名后失败"
         raise RuntimeError("fails after the write")
 
     with pytest.raises(RuntimeError):
         await run_in_tenant(tenant, rename_then_fail)
 
     async def name_of_first() -> str:
-        return (await Resident.get(id=1)).name
+        return (await get_resident(1)).require_identity().name
 
     assert await run_in_tenant(tenant, name_of_first) == world.resident_names[tenant.institution_id][0]
 

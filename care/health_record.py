@@ -1,0 +1,433 @@
+"""The health part of the resident record: diagnoses, medications and allergies.
+
+Every health field is sealed with the resident's data key (compliance/encryption) before it is written and
+opened after it is read; the tables hold ciphertexts (migrations/tenant/0005_health_record.sql). A row's
+id is taken from its sequence first, because the ciphertexts are bound to it.
+
+Input is checked as a whole and reported together (ValidationFailed): nothing is written unless all of it
+is valid. Reads of many residents at once (`health_records_of`) load their data keys in one query.
+"""
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any
+
+from compliance.encryption import FieldCipher, field_cipher
+from tenants.db import default_connection
+from tenants.errors import InvalidInput, NotFound, ValidationFailed
+
+MAX_TEXT = 200
+MAX_DOSE = Decimal(10_000)
+_ICD10 = re.compile(r"^[A-TV-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?$")
+
+
+class Route(StrEnum):
+    ORAL = "oral"
+    SUBLINGUAL = "sublingual"
+    INTRAVENOUS = "intravenous"
+    INTRAMUSCULAR = "intramuscular"
+    SUBCUTANEOUS = "subcutaneous"
+    INHALED = "inhaled"
+    TOPICAL = "topical"
+    RECTAL = "rectal"
+    EYE = "eye"
+    EAR = "ear"
+    NASAL = "nasal"
+
+
+class DoseUnit(StrEnum):
+    MG = "mg"
+    G = "g"
+    MCG = "mcg"
+    ML = "ml"
+    IU = "IU"
+    TABLET = "tablet"
+    CAPSULE = "capsule"
+    DROP = "drop"
+    PUFF = "puff"
+    PATCH = "patch"
+
+
+class Frequency(StrEnum):
+    ONCE_DAILY = "qd"
+    TWICE_DAILY = "bid"
+    THREE_TIMES_DAILY = "tid"
+    FOUR_TIMES_DAILY = "qid"
+    AT_NIGHT = "qn"
+    EVERY_OTHER_DAY = "qod"
+    WEEKLY = "qw"
+    AS_NEEDED = "prn"
+
+
+class AllergySeverity(StrEnum):
+    MILD = "mild"
+    MODERATE = "moderate"
+    SEVERE = "severe"
+
+
+# What is sealed, per table: the columns whose values are ciphertexts.
+SEALED_COLUMNS: Mapping[str, tuple[str, ...]] = {
+    "diagnosis": ("condition", "icd10", "note"),
+    "medication": ("drug", "dose", "route", "frequency", "prescriber"),
+    "allergy": ("substance", "reaction", "severity"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class NewDiagnosis:
+    condition: str
+    icd10: str | None = None
+    note: str | None = None
+    diagnosed_on: date | None = None
+    resolved_on: date | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewMedication:
+    drug: str
+    dose_amount: Decimal
+    dose_unit: DoseUnit
+    route: Route
+    frequency: Frequency
+    started_on: date
+    ended_on: date | None = None
+    prescriber: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewAllergy:
+    substance: str
+    severity: AllergySeverity
+    reaction: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    id: int
+    resident_id: int
+    condition: str
+    icd10: str | None
+    note: str | None
+    diagnosed_on: date | None
+    resolved_on: date | None
+
+
+@dataclass(frozen=True, slots=True)
+class Medication:
+    id: int
+    resident_id: int
+    drug: str
+    dose_amount: Decimal
+    dose_unit: DoseUnit
+    route: Route
+    frequency: Frequency
+    prescriber: str | None
+    started_on: date
+    ended_on: date | None
+
+    def current_on(self, day: date) -> bool:
+        return self.started_on <= day and (self.ended_on is None or self.ended_on >= day)
+
+
+@dataclass(frozen=True, slots=True)
+class Allergy:
+    id: int
+    resident_id: int
+    substance: str
+    reaction: str | None
+    severity: AllergySeverity
+
+
+@dataclass(slots=True)
+class HealthRecord:
+    diagnoses: list[Diagnosis] = field(default_factory=list)
+    medications: list[Medication] = field(default_factory=list)
+    allergies: list[Allergy] = field(default_factory=list)
+
+
+# Checks ------------------------------------------------------------------------------------------
+
+
+def _text(value: str | None, name: str, problems: list[InvalidInput], *, required: bool) -> str | None:
+    cleaned = value.strip() if value is not None else ""
+    if not cleaned:
+        if required:
+            problems.append(InvalidInput("This field is required.", field=name))
+        return None
+    if len(cleaned) > MAX_TEXT:
+        problems.append(InvalidInput("At most {max} characters.", field=name, max=MAX_TEXT))
+    return cleaned
+
+
+def _not_after(day: date | None, today: date, name: str, problems: list[InvalidInput]) -> None:
+    if day is not None and day > today:
+        problems.append(InvalidInput("The date cannot be in the future.", field=name))
+
+
+def _raise_if(problems: list[InvalidInput]) -> None:
+    if problems:
+        raise ValidationFailed(problems)
+
+
+def check_diagnosis(new: NewDiagnosis, today: date) -> NewDiagnosis:
+    problems: list[InvalidInput] = []
+    condition = _text(new.condition, "condition", problems, required=True)
+    icd10 = _text(new.icd10, "icd10", problems, required=False)
+    if icd10 is not None:
+        icd10 = icd10.upper()
+        if not _ICD10.match(icd10):
+            problems.append(InvalidInput("Not an ICD-10 code (e.g. I10, E11.9).", field="icd10"))
+    note = _text(new.note, "note", problems, required=False)
+    _not_after(new.diagnosed_on, today, "diagnosedOn", problems)
+    _not_after(new.resolved_on, today, "resolvedOn", problems)
+    if new.diagnosed_on and new.resolved_on and new.resolved_on < new.diagnosed_on:
+        problems.append(InvalidInput("Resolved before it was diagnosed.", field="resolvedOn"))
+    _raise_if(problems)
+    return NewDiagnosis(condition or "", icd10, note, new.diagnosed_on, new.resolved_on)
+
+
+def check_medication(new: NewMedication) -> NewMedication:
+    problems: list[InvalidInput] = []
+    drug = _text(new.drug, "drug", problems, required=True)
+    prescriber = _text(new.prescriber, "prescriber", problems, required=False)
+    try:
+        amount = Decimal(new.dose_amount)
+        if not amount.is_finite() or amount <= 0 or amount > MAX_DOSE:
+            raise InvalidOperation
+    except (InvalidOperation, TypeError, ValueError):
+        problems.append(
+            InvalidInput("A dose is a number above 0 and at most {max}.", field="doseAmount", max=MAX_DOSE)
+        )
+        amount = Decimal(0)
+    if new.ended_on is not None and new.ended_on < new.started_on:
+        problems.append(InvalidInput("It cannot end before it started.", field="endedOn"))
+    _raise_if(problems)
+    return NewMedication(
+        drug or "", amount, new.dose_unit, new.route, new.frequency, new.started_on, new.ended_on, prescriber
+    )
+
+
+def check_allergy(new: NewAllergy) -> NewAllergy:
+    problems: list[InvalidInput] = []
+    substance = _text(new.substance, "substance", problems, required=True)
+    reaction = _text(new.reaction, "reaction", problems, required=False)
+    _raise_if(problems)
+    return NewAllergy(substance or "", new.severity, reaction)
+
+
+# Storage -----------------------------------------------------------------------------------------
+
+
+async def _execute(sql: str, parameters: Sequence[object]) -> list[Mapping[str, Any]]:
+    _, rows = await default_connection().execute_query(sql, list(parameters))
+    return rows
+
+
+async def _require_resident(resident_id: int) -> None:
+    if not await _execute("SELECT 1 FROM resident WHERE id = $1", [resident_id]):
+        raise NotFound("Resident not found.")
+
+
+async def _insert_sealed(
+    cipher: FieldCipher,
+    table: str,
+    resident_id: int,
+    sealed: Mapping[str, str | None],
+    plain: Mapping[str, object],
+) -> int:
+    (row,) = await _execute("SELECT nextval(pg_get_serial_sequence($1, 'id')) AS id", [table])
+    row_id = int(row["id"])
+    values: dict[str, object] = {"id": row_id, "resident_id": resident_id, **plain}
+    for column, value in sealed.items():
+        values[column] = (
+            None
+            if value is None
+            else await cipher.encrypt(
+                value, table=table, column=column, row_id=row_id, subject_id=resident_id
+            )
+        )
+    columns = list(values)
+    placeholders = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
+    # Table and column names come from SEALED_COLUMNS and this module, never from input.
+    await _execute(
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})", list(values.values())
+    )
+    return row_id
+
+
+async def _open(cipher: FieldCipher, table: str, row: Mapping[str, Any]) -> dict[str, str | None]:
+    opened: dict[str, str | None] = {}
+    for column in SEALED_COLUMNS[table]:
+        sealed = row[column]
+        opened[column] = (
+            None
+            if sealed is None
+            else await cipher.decrypt_text(
+                sealed, table=table, column=column, row_id=row["id"], subject_id=row["resident_id"]
+            )
+        )
+    return opened
+
+
+def _dose_text(amount: Decimal, unit: DoseUnit) -> str:
+    return f"{amount.normalize():f} {unit.value}"
+
+
+def _dose_of(text: str) -> tuple[Decimal, DoseUnit]:
+    amount, _, unit = text.partition(" ")
+    return Decimal(amount), DoseUnit(unit)
+
+
+async def add_diagnosis(resident_id: int, new: NewDiagnosis, *, recorded_by: str, today: date) -> Diagnosis:
+    checked = check_diagnosis(new, today)
+    await _require_resident(resident_id)
+    cipher = await field_cipher()
+    row_id = await _insert_sealed(
+        cipher,
+        "diagnosis",
+        resident_id,
+        {"condition": checked.condition, "icd10": checked.icd10, "note": checked.note},
+        {
+            "diagnosed_on": checked.diagnosed_on,
+            "resolved_on": checked.resolved_on,
+            "recorded_by": recorded_by,
+        },
+    )
+    return Diagnosis(
+        row_id,
+        resident_id,
+        checked.condition,
+        checked.icd10,
+        checked.note,
+        checked.diagnosed_on,
+        checked.resolved_on,
+    )
+
+
+async def add_medication(resident_id: int, new: NewMedication, *, recorded_by: str) -> Medication:
+    checked = check_medication(new)
+    await _require_resident(resident_id)
+    cipher = await field_cipher()
+    row_id = await _insert_sealed(
+        cipher,
+        "medication",
+        resident_id,
+        {
+            "drug": checked.drug,
+            "dose": _dose_text(checked.dose_amount, checked.dose_unit),
+            "route": checked.route.value,
+            "frequency": checked.frequency.value,
+            "prescriber": checked.prescriber,
+        },
+        {"started_on": checked.started_on, "ended_on": checked.ended_on, "recorded_by": recorded_by},
+    )
+    return Medication(
+        row_id,
+        resident_id,
+        checked.drug,
+        checked.dose_amount,
+        checked.dose_unit,
+        checked.route,
+        checked.frequency,
+        checked.prescriber,
+        checked.started_on,
+        checked.ended_on,
+    )
+
+
+async def resident_of_medication(medication_id: int) -> int:
+    rows = await _execute("SELECT resident_id FROM medication WHERE id = $1", [medication_id])
+    if not rows:
+        raise NotFound("Not found.")
+    return int(rows[0]["resident_id"])
+
+
+async def end_medication(resident_id: int, medication_id: int, ended_on: date) -> Medication:
+    rows = await _execute(
+        "SELECT * FROM medication WHERE id = $1 AND resident_id = $2 FOR UPDATE", [medication_id, resident_id]
+    )
+    if not rows:
+        raise NotFound("Not found.")
+    if ended_on < rows[0]["started_on"]:
+        raise ValidationFailed([InvalidInput("It cannot end before it started.", field="endedOn")])
+    await _execute("UPDATE medication SET ended_on = $2 WHERE id = $1", [medication_id, ended_on])
+    cipher = await field_cipher()
+    return await _medication(cipher, {**rows[0], "ended_on": ended_on})
+
+
+async def add_allergy(resident_id: int, new: NewAllergy, *, recorded_by: str) -> Allergy:
+    checked = check_allergy(new)
+    await _require_resident(resident_id)
+    cipher = await field_cipher()
+    row_id = await _insert_sealed(
+        cipher,
+        "allergy",
+        resident_id,
+        {"substance": checked.substance, "reaction": checked.reaction, "severity": checked.severity.value},
+        {"recorded_by": recorded_by},
+    )
+    return Allergy(row_id, resident_id, checked.substance, checked.reaction, checked.severity)
+
+
+async def _medication(cipher: FieldCipher, row: Mapping[str, Any]) -> Medication:
+    opened = await _open(cipher, "medication", row)
+    amount, unit = _dose_of(opened["dose"] or "")
+    return Medication(
+        row["id"],
+        row["resident_id"],
+        opened["drug"] or "",
+        amount,
+        unit,
+        Route(opened["route"]),
+        Frequency(opened["frequency"]),
+        opened["prescriber"],
+        row["started_on"],
+        row["ended_on"],
+    )
+
+
+async def health_records_of(resident_ids: Iterable[int]) -> dict[int, HealthRecord]:
+    """The health records of several residents: three queries and one for their keys, however many."""
+    wanted = sorted(set(resident_ids))
+    records = {resident_id: HealthRecord() for resident_id in wanted}
+    if not wanted:
+        return records
+    cipher = await field_cipher()
+    await cipher.load_data_keys(wanted)
+    for row in await _execute(
+        "SELECT * FROM diagnosis WHERE resident_id = ANY($1::bigint[]) ORDER BY id", [wanted]
+    ):
+        opened = await _open(cipher, "diagnosis", row)
+        records[row["resident_id"]].diagnoses.append(
+            Diagnosis(
+                row["id"],
+                row["resident_id"],
+                opened["condition"] or "",
+                opened["icd10"],
+                opened["note"],
+                row["diagnosed_on"],
+                row["resolved_on"],
+            )
+        )
+    for row in await _execute(
+        "SELECT * FROM medication WHERE resident_id = ANY($1::bigint[]) ORDER BY id", [wanted]
+    ):
+        records[row["resident_id"]].medications.append(await _medication(cipher, row))
+    for row in await _execute(
+        "SELECT * FROM allergy WHERE resident_id = ANY($1::bigint[]) ORDER BY id", [wanted]
+    ):
+        opened = await _open(cipher, "allergy", row)
+        records[row["resident_id"]].allergies.append(
+            Allergy(
+                row["id"],
+                row["resident_id"],
+                opened["substance"] or "",
+                opened["reaction"],
+                AllergySeverity(opened["severity"]),
+            )
+        )
+    return records
