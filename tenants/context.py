@@ -24,6 +24,9 @@ class OutsideTenantScope(RuntimeError):
 
 
 _current_tenant: ContextVar[TenantRef | None] = ContextVar("yiyang_current_tenant", default=None)
+# A new object for each unit of work: what a cache bound to one unit of work checks against (cheaper than
+# comparing connections, and a unit of work of the same tenant later in the same task is another one).
+_current_unit: ContextVar[object | None] = ContextVar("yiyang_current_unit_of_work", default=None)
 
 
 def current_tenant() -> TenantRef:
@@ -35,3 +38,14 @@ def current_tenant() -> TenantRef:
 
 def current_tenant_or_none() -> TenantRef | None:
     return _current_tenant.get()
+
+
+def current_unit_of_work() -> object:
+    unit = _current_unit.get()
+    if unit is None:
+        raise OutsideTenantScope("tenant data accessed outside a tenant unit of work")
+    return unit
+
+
+def current_unit_of_work_or_none() -> object | None:
+    return _current_unit.get()

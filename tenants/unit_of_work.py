@@ -15,7 +15,13 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
-from tenants.context import OutsideTenantScope, TenantRef, _current_tenant, current_tenant
+from tenants.context import (
+    OutsideTenantScope,
+    TenantRef,
+    _current_tenant,
+    _current_unit,
+    current_tenant,
+)
 from tenants.schema_names import tenant_search_path
 
 T = TypeVar("T")
@@ -46,9 +52,11 @@ async def tenant_transaction(tenant: TenantRef) -> AsyncIterator[BaseDBAsyncClie
     async with in_transaction("default") as connection:
         await connection.execute_script(f"SET LOCAL search_path TO {tenant_search_path(tenant.schema_name)}")
         token = _current_tenant.set(tenant)
+        unit = _current_unit.set(object())
         try:
             yield connection
         finally:
+            _current_unit.reset(unit)
             _current_tenant.reset(token)
 
 
