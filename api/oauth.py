@@ -92,7 +92,12 @@ from compliance.identity.authorization import (
     rotate_refresh_token,
     secret_hash,
 )
-from compliance.identity.authorization_models import AuthEventKind, AuthorizationCode, FamilyRevocation
+from compliance.identity.authorization_models import (
+    AuthEventKind,
+    AuthorizationCode,
+    FamilyRevocation,
+    TokenFamily,
+)
 from compliance.identity.client_models import ClientKind, OAuthClient
 from compliance.identity.clients import client_secret_matches
 from compliance.identity.keys import ActiveKey, process_signing_keys
@@ -644,17 +649,7 @@ async def _after_refusal(
         return
     if refresh is not None and refresh.usable(now) and loaded.principal is None:
         # The account may no longer act as it did (disabled, membership removed): end the family.
-        family = refresh.family
-        if await revoke_family(family.id, FamilyRevocation.ACCOUNT, now=now):
-            await auth_events.record(
-                AuthEventKind.FAMILY_REVOKED,
-                account_id=family.account_id,
-                client_id=family.client_id,
-                institution_id=family.institution_id,
-                family_id=family.id,
-                ip=ip,
-                reason=FamilyRevocation.ACCOUNT.value,
-            )
+        await _revoke_family_audited(refresh.family, FamilyRevocation.ACCOUNT, ip, now)
     named = payload.client_id or next(iter(clients), None)
     if named in clients:  # refusals of unknown clients are not audited: anyone can make them
         error = _error_code(response)
@@ -687,7 +682,13 @@ async def _refresh_reused(refresh: PresentedRefreshToken, ip: str | None, now: f
         grant_type=RefreshTokenGrant.GRANT_TYPE,
         ip=ip,
     )
-    if await revoke_family(family.id, FamilyRevocation.REUSE, now=now):
+    await _revoke_family_audited(family, FamilyRevocation.REUSE, ip, now)
+
+
+async def _revoke_family_audited(
+    family: TokenFamily, reason: FamilyRevocation, ip: str | None, now: float
+) -> None:
+    if await revoke_family(family.id, reason, now=now):
         await auth_events.record(
             AuthEventKind.FAMILY_REVOKED,
             account_id=family.account_id,
@@ -695,7 +696,7 @@ async def _refresh_reused(refresh: PresentedRefreshToken, ip: str | None, now: f
             institution_id=family.institution_id,
             family_id=family.id,
             ip=ip,
-            reason=FamilyRevocation.REUSE.value,
+            reason=reason.value,
         )
 
 

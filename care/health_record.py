@@ -18,7 +18,7 @@ from typing import Any
 
 from compliance.encryption import FieldCipher, field_cipher
 from tenants.db import default_connection
-from tenants.errors import InvalidInput, NotFound, ValidationFailed
+from tenants.errors import InvalidInput, NotFound, ValidationFailed, raise_if_any
 
 MAX_TEXT = 200
 MAX_DOSE = Decimal(10_000)
@@ -168,11 +168,6 @@ def _not_after(day: date | None, today: date, name: str, problems: list[InvalidI
         problems.append(InvalidInput("The date cannot be in the future.", field=name))
 
 
-def _raise_if(problems: list[InvalidInput]) -> None:
-    if problems:
-        raise ValidationFailed(problems)
-
-
 def check_diagnosis(new: NewDiagnosis, today: date) -> NewDiagnosis:
     problems: list[InvalidInput] = []
     condition = _text(new.condition, "condition", problems, required=True)
@@ -186,7 +181,7 @@ def check_diagnosis(new: NewDiagnosis, today: date) -> NewDiagnosis:
     _not_after(new.resolved_on, today, "resolvedOn", problems)
     if new.diagnosed_on and new.resolved_on and new.resolved_on < new.diagnosed_on:
         problems.append(InvalidInput("Resolved before it was diagnosed.", field="resolvedOn"))
-    _raise_if(problems)
+    raise_if_any(problems)
     return NewDiagnosis(condition or "", icd10, note, new.diagnosed_on, new.resolved_on)
 
 
@@ -205,7 +200,7 @@ def check_medication(new: NewMedication) -> NewMedication:
         amount = Decimal(0)
     if new.ended_on is not None and new.ended_on < new.started_on:
         problems.append(InvalidInput("It cannot end before it started.", field="endedOn"))
-    _raise_if(problems)
+    raise_if_any(problems)
     return NewMedication(
         drug or "", amount, new.dose_unit, new.route, new.frequency, new.started_on, new.ended_on, prescriber
     )
@@ -215,7 +210,7 @@ def check_allergy(new: NewAllergy) -> NewAllergy:
     problems: list[InvalidInput] = []
     substance = _text(new.substance, "substance", problems, required=True)
     reaction = _text(new.reaction, "reaction", problems, required=False)
-    _raise_if(problems)
+    raise_if_any(problems)
     return NewAllergy(substance or "", new.severity, reaction)
 
 

@@ -37,7 +37,7 @@ from compliance.encryption import (
     normalize_text,
 )
 from tenants.context import current_tenant
-from tenants.errors import Conflict, Erased, InvalidInput, NotFound, ValidationFailed
+from tenants.errors import Conflict, Erased, InvalidInput, NotFound, raise_if_any
 from tenants.unit_of_work import savepoint
 
 MAX_AGE_YEARS = 125
@@ -298,11 +298,6 @@ def _check_placement(placement: Placement, problems: list[InvalidInput]) -> None
         problems.append(InvalidInput("A bed needs its building and room.", field="bed"))
 
 
-def _raise_if(problems: Sequence[InvalidInput]) -> None:
-    if problems:
-        raise ValidationFailed(list(problems))
-
-
 # Sealing rows --------------------------------------------------------------------------------------
 
 
@@ -475,7 +470,7 @@ async def admit_resident(admission: Admission) -> ResidentRecord:
         id_card = _check_id_card(admission.id_card_number, admission.birth_date, problems)
     if admission.phone:
         phone = _check_phone(admission.phone, "phone", problems)
-    _raise_if(problems)
+    raise_if_any(problems)
     (pk,) = await next_ids(RESIDENT_TABLE, 1)
     cipher = await field_cipher()
     await cipher.ensure_data_keys([pk])  # outside the savepoint below: the key row must not roll back alone
@@ -546,7 +541,7 @@ async def update_resident(resident_id: int, changes: ResidentChanges) -> Residen
         problems.append(InvalidInput("The ID-card number does not match the birth date.", field="birthDate"))
     if changes.phone is not None:
         phone = _check_phone(changes.phone, "phone", problems) if changes.phone.strip() else None
-    _raise_if(problems)
+    raise_if_any(problems)
     identity = Identity(
         name=changes.name.strip() if changes.name is not None else current.name,
         gender=changes.gender or current.gender,
@@ -593,7 +588,7 @@ async def _update_erased(resident: Resident, changes: ResidentChanges) -> Reside
         problems.append(
             InvalidInput("Admission date cannot follow the discharge date.", field="admissionDate")
         )
-    _raise_if(problems)
+    raise_if_any(problems)
     _apply_care_changes(resident, changes, admitted)
     await _save_placed(resident)
     return _plain_record(_model_row(resident), None, None)
@@ -612,7 +607,7 @@ async def discharge_resident(resident_id: int, discharge: Discharge) -> Resident
         problems.append(InvalidInput("Discharge date cannot be in the future.", field="dischargedOn"))
     if discharge.note is not None and len(discharge.note) > 2000:
         problems.append(InvalidInput("Note must be at most 2000 characters.", field="note"))
-    _raise_if(problems)
+    raise_if_any(problems)
     cipher = await field_cipher()
     if discharge.note is not None:
         await _erasable(cipher, resident.id)  # an erased resident is discharged without a note
@@ -630,7 +625,7 @@ async def add_family_member(resident_id: int, member: NewFamilyMember) -> Family
     problems: list[InvalidInput] = []
     _check_name(member.name, "name", problems)
     phone = _check_phone(member.phone, "phone", problems)
-    _raise_if(problems)
+    raise_if_any(problems)
     cipher = await field_cipher()
     await _erasable(cipher, resident_id)
     (pk,) = await next_ids(FAMILY_TABLE, 1)

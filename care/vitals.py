@@ -61,7 +61,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from care.models import Resident
 from compliance.encryption import DataKeyDestroyed, field_cipher
-from tenants.errors import Conflict, InvalidInput, NotFound, ValidationFailed
+from tenants.errors import Conflict, InvalidInput, NotFound, raise_if_any
 
 READING_TABLE, READING_COLUMN = "vital_reading", "reading"
 RANGE_TABLE, RANGE_COLUMN = "vital_range", "bounds"
@@ -292,11 +292,6 @@ def _check_context(measure: Measure, context: GlucoseContext | None, problems: l
         problems.append(InvalidInput("Only glucose takes a context.", field="context"))
 
 
-def _raise_if(problems: Sequence[InvalidInput]) -> None:
-    if problems:
-        raise ValidationFailed(list(problems))
-
-
 def _validated_reading(new: NewReading, now: datetime) -> tuple[Decimal, Decimal | None, datetime]:
     problems: list[InvalidInput] = []
     value: Decimal | None = None
@@ -336,7 +331,7 @@ def _validated_reading(new: NewReading, now: datetime) -> tuple[Decimal, Decimal
         problems.append(InvalidInput("Give the measurement time with its UTC offset.", field="measuredAt"))
     elif measured_at > now + FUTURE_TOLERANCE:
         problems.append(InvalidInput("The measurement time cannot be in the future.", field="measuredAt"))
-    _raise_if(problems)
+    raise_if_any(problems)
     assert value is not None
     return value, diastolic, measured_at
 
@@ -362,7 +357,7 @@ def _validated_range(new: NewRange) -> NormalRange:
     for lower, upper, field in ((low, high, "high"), (d_low, d_high, "diastolicHigh")):
         if lower is not None and upper is not None and lower > upper:
             problems.append(InvalidInput("The low bound cannot be above the high bound.", field=field))
-    _raise_if(problems)
+    raise_if_any(problems)
     return NormalRange(low, high, d_low, d_high, RangeOrigin.RESIDENT)
 
 

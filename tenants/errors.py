@@ -4,6 +4,7 @@ Messages are English msgids of the message catalogs (locale/); the API translate
 Simplified Chinese first. `params` fill the msgid's `{placeholders}`.
 """
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 
@@ -46,6 +47,12 @@ class ValidationFailed(InvalidInput):
     def __init__(self, problems: list[InvalidInput]) -> None:
         super().__init__(problems[0].message, field=problems[0].field, **problems[0].params)
         self.problems = problems
+
+
+def raise_if_any(problems: Sequence[InvalidInput]) -> None:
+    """Report every problem found in an input at once (ValidationFailed), or nothing."""
+    if problems:
+        raise ValidationFailed(list(problems))
 
 
 class Unauthenticated(DomainError):
