@@ -8,9 +8,9 @@ returning a scalar or an enum, we read the attribute and coerce it as `complete_
 object whose selected fields are all such fields, or basic fields holding such objects (a connection's
 edge: its cursor and its node), is completed in one loop.
 
-Anything else (a null where none is allowed, a value the scalar refuses, a resolver, an awaitable) takes
-graphql-core's own path, which also produces the errors: the short path never decides an outcome of its
-own. tests/api/test_execution.py checks that both paths give the same responses, errors included.
+Anything else (a null where none is allowed, a value the scalar refuses, an exception held as the value,
+a resolver, an awaitable) takes graphql-core's own path, which also produces the errors: the short path
+never decides an outcome of its own. tests/api/test_execution.py checks that both paths give the same responses, errors included.
 """
 
 from collections.abc import Callable
@@ -47,6 +47,8 @@ def _value(leaf: _PlainLeaf, source: Any) -> Any:
     value = leaf.read(source, leaf.attribute)
     if value is None:
         return None if leaf.nullable else _NOT_PLAIN
+    if isinstance(value, Exception):  # graphql-core raises it as the field's error
+        return _NOT_PLAIN
     try:
         coerced = leaf.leaf_type.coerce_output_value(value)
     except Exception:

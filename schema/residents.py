@@ -2,6 +2,7 @@
 
 from collections.abc import Awaitable, Callable
 from datetime import date
+from typing import Any
 
 import strawberry
 
@@ -65,6 +66,13 @@ class FamilyMemberType:
         return self.record.phone
 
 
+# Identity fields are plain fields (the execution short path completes them without resolvers): for an
+# erased resident each holds an `Erased` error instead of a value, which graphql-core raises where the
+# field is completed (schema/execution.py leaves anything that is not a value to graphql-core): the field
+# is null with an error of code GONE, and the rest of the resident still reads.
+_IdentityValue = Any
+
+
 @strawberry.type(name="Resident")
 class ResidentType:
     """Identity fields (name, gender, birthDate, age, idCardNumber, phone) are sealed by field-level
@@ -72,6 +80,18 @@ class ResidentType:
     the resident (placement, care level, dates) still reads."""
 
     id: strawberry.ID
+    name: str | None = strawberry.field(description=IDENTITY)
+    gender: GenderEnum | None = strawberry.field(description=IDENTITY)
+    birth_date: date | None = strawberry.field(description=IDENTITY)
+    age: int | None = strawberry.field(
+        description="Age in whole years today, in the institution's time zone. " + IDENTITY
+    )
+    id_card_number: str | None = strawberry.field(
+        description="身份证号 (18 characters), null when not recorded. " + IDENTITY
+    )
+    phone: str | None = strawberry.field(
+        description="The resident's own phone, null when not recorded. " + IDENTITY
+    )
     building: str | None
     room: str | None
     bed: str | None
@@ -82,13 +102,29 @@ class ResidentType:
     discharge_reason: DischargeReasonEnum | None
     pk: strawberry.Private[int]
     institution_id: strawberry.Private[int]
-    identity: strawberry.Private[care.Identity | None]
 
     @classmethod
-    def from_model(cls, row: care.ResidentRecord, institution_id: int) -> "ResidentType":
+    def from_model(
+        cls, row: care.ResidentRecord, institution_id: int, today: date | None = None
+    ) -> "ResidentType":
+        identity = row.identity
+        if identity is None:
+            erased: _IdentityValue = Erased(ERASED)
+            name = gender = birth_date = age = id_card_number = phone = erased
+        else:
+            birth = identity.birth_date
+            day = today or care.institution_today()
+            name, gender, birth_date = identity.name, identity.gender, birth
+            age = day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
+            id_card_number, phone = identity.id_card_number, identity.phone
         return cls(
             id=strawberry.ID(encode_id("Resident", institution_id, row.id)),
-            identity=row.identity,
+            name=name,
+            gender=gender,
+            birth_date=birth_date,
+            age=age,
+            id_card_number=id_card_number,
+            phone=phone,
             building=row.building,
             room=row.room,
             bed=row.bed,
@@ -100,37 +136,6 @@ class ResidentType:
             pk=row.id,
             institution_id=institution_id,
         )
-
-    def _identity(self) -> care.Identity:
-        if self.identity is None:
-            raise Erased(ERASED)
-        return self.identity
-
-    @strawberry.field(description=IDENTITY)
-    def name(self) -> str | None:
-        return self._identity().name
-
-    @strawberry.field(description=IDENTITY)
-    def gender(self) -> GenderEnum | None:
-        return self._identity().gender
-
-    @strawberry.field(description=IDENTITY)
-    def birth_date(self) -> date | None:
-        return self._identity().birth_date
-
-    @strawberry.field(description="身份证号 (18 characters), null when not recorded. " + IDENTITY)
-    def id_card_number(self) -> str | None:
-        return self._identity().id_card_number
-
-    @strawberry.field(description="The resident's own phone, null when not recorded. " + IDENTITY)
-    def phone(self) -> str | None:
-        return self._identity().phone
-
-    @strawberry.field(description="Age in whole years today, in the institution's time zone. " + IDENTITY)
-    def age(self) -> int | None:
-        birth = self._identity().birth_date
-        today = care.institution_today()
-        return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
 
     @strawberry.field
     async def family_members(
@@ -291,11 +296,12 @@ class ResidentQueries:
         if criteria.name_contains is not None:  # once, for the page and its count
             criteria = await care.narrow_by_name(criteria)
         rows = await care.list_residents(criteria, after_id=page.after_key, limit=page.size + 1)
+        today = care.institution_today()
         return connection(
             rows,
             page,
             key=lambda row: row.id,
-            node=lambda row: ResidentType.from_model(row, tenant.institution_id),
+            node=lambda row: ResidentType.from_model(row, tenant.institution_id, today),
             count_total=lambda: care.count_residents(criteria),
         )
 

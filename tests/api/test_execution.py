@@ -41,6 +41,10 @@ class Garden(Place):
     plants: int
 
 
+class Gone(Exception):
+    """Not a builtin: graphql-core's String would print it (`str()`) if it were taken for a value."""
+
+
 @strawberry.type
 class Elder:
     name: str
@@ -73,7 +77,7 @@ def _elders() -> list[Elder]:
         # Wrong on purpose: a null where none may be, an enum value that is no member, a string for an Int.
         Elder(
             name=None,  # type: ignore[arg-type]
-            nickname="老李",
+            nickname=Gone("erased"),  # type: ignore[arg-type]  # an exception held as the value
             mood="angry",  # type: ignore[arg-type]
             born=date(1938, 1, 2),
             beds="two",  # type: ignore[arg-type]
@@ -127,7 +131,7 @@ def test_same_answer_as_graphql_core(query: str) -> None:
 
 def test_the_cases_above_include_errors() -> None:
     """Guard against a schema change that would make every comparison above trivially error-free."""
-    for field in ("name", "mood", "beds"):
+    for field in ("name", "nickname", "mood", "beds"):
         _, errors = _run(YiyangExecutionContext, f"{{ elders {{ {field} }} }}")
         assert [error["path"] for error in errors] == [["elders", 1, field]]
     _, nested = _run(YiyangExecutionContext, "{ elders { room { number } } }")
