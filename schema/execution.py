@@ -10,7 +10,8 @@ edge: its cursor and its node), is completed in one loop.
 
 Anything else (a null where none is allowed, a value the scalar refuses, an exception held as the value,
 a resolver, an awaitable) takes graphql-core's own path, which also produces the errors: the short path
-never decides an outcome of its own. tests/api/test_execution.py checks that both paths give the same responses, errors included.
+never decides an outcome of its own. tests/api/test_execution.py checks that both paths give the same
+responses, errors included.
 """
 
 from collections.abc import Callable
