@@ -38,32 +38,24 @@ IDENTITY = "Null, with an error of code GONE, when the resident's personal data 
 @strawberry.type(name="FamilyMember")
 class FamilyMemberType:
     id: strawberry.ID
+    # Plain fields like the resident's identity (below): an erased resident's hold the GONE error.
+    name: str | None = strawberry.field(description=IDENTITY)
     relationship: RelationshipEnum
+    phone: str | None = strawberry.field(description=IDENTITY)
     is_emergency_contact: bool
     pk: strawberry.Private[int]
-    record: strawberry.Private[care.FamilyMemberRecord]
 
     @classmethod
     def from_model(cls, row: care.FamilyMemberRecord, institution_id: int) -> "FamilyMemberType":
+        erased = Erased(ERASED) if row.erased else None
         return cls(
             id=strawberry.ID(encode_id("FamilyMember", institution_id, row.id)),
+            name=erased or row.name,
             relationship=row.relationship,
+            phone=erased or row.phone,
             is_emergency_contact=row.is_emergency_contact,
             pk=row.id,
-            record=row,
         )
-
-    @strawberry.field(description=IDENTITY)
-    def name(self) -> str | None:
-        if self.record.name is None:
-            raise Erased(ERASED)
-        return self.record.name
-
-    @strawberry.field(description=IDENTITY)
-    def phone(self) -> str | None:
-        if self.record.phone is None:
-            raise Erased(ERASED)
-        return self.record.phone
 
 
 # Identity fields are plain fields (the execution short path completes them without resolvers): for an
