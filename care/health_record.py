@@ -16,6 +16,7 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
+from care.residents import next_ids
 from compliance.encryption import FieldCipher, field_cipher
 from tenants.db import default_connection
 from tenants.errors import InvalidInput, NotFound, ValidationFailed, raise_if_any
@@ -234,8 +235,7 @@ async def _insert_sealed(
     sealed: Mapping[str, str | None],
     plain: Mapping[str, object],
 ) -> int:
-    (row,) = await _execute("SELECT nextval(pg_get_serial_sequence($1, 'id')) AS id", [table])
-    row_id = int(row["id"])
+    (row_id,) = await next_ids(table, 1)
     values: dict[str, object] = {"id": row_id, "resident_id": resident_id, **plain}
     for column, value in sealed.items():
         values[column] = (

@@ -60,6 +60,7 @@ from enum import StrEnum
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from care.models import Resident
+from care.residents import next_ids
 from compliance.encryption import DataKeyDestroyed, field_cipher
 from tenants.errors import Conflict, InvalidInput, NotFound, raise_if_any
 
@@ -504,10 +505,7 @@ async def record_reading(resident_id: int, new: NewReading, recorder: Recorder) 
     normal = await effective_range(resident_id, new.measure, new.context)
     flag = flag_of(value, diastolic, normal)
     connection = _db()
-    rows = await connection.execute_query_dict(
-        "SELECT nextval(pg_get_serial_sequence('vital_reading', 'id')) AS id"
-    )
-    reading_id = int(rows[0]["id"])
+    (reading_id,) = await next_ids("vital_reading", 1)
     document = {
         "v": str(value),
         "d": _text(diastolic),
