@@ -16,12 +16,11 @@ and writes p50/p95 with the machine into a section of docs/benchmarks.md.
 
 import argparse
 import asyncio
-import hashlib
 import os
 import random
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
 from functools import partial
 from pathlib import Path
@@ -31,6 +30,7 @@ import asyncpg
 import care.residents as residents
 from api.services import scratch_database
 from api.settings import REPO_ROOT
+from bench.identity_cipher import identity_cipher
 from bench.tenancy import describe_machine, percentile
 from care.models import CareLevel, FamilyMember, Gender, Relationship, Resident
 from compliance.encryption import RootKeyring, field_cipher
@@ -59,42 +59,6 @@ GIVEN = (
     "明",
     "芳",
 )
-
-
-class IdentityCipher:
-    """The FieldCipher's interface with no encryption: what the page would cost without it."""
-
-    async def load_data_keys(self, subject_ids: Iterable[int]) -> None:
-        return None
-
-    async def ensure_data_keys(self, subject_ids: Iterable[int]) -> None:
-        return None
-
-    async def encrypt(self, value: str | bytes, **where: object) -> bytes:
-        return value.encode() if isinstance(value, str) else bytes(value)
-
-    async def decrypt(self, ciphertext: bytes, **where: object) -> bytes:
-        return bytes(ciphertext)
-
-    async def blind_index(self, value: str, *, normalize: Callable[[str], str], **where: object) -> bytes:
-        return hashlib.sha256(normalize(value).encode()).digest()[:16]
-
-
-_IDENTITY = IdentityCipher()
-
-
-async def _identity_cipher() -> IdentityCipher:
-    return _IDENTITY
-
-
-class cipher_replaced:
-    """Within the block, `care.residents` seals and opens with the identity."""
-
-    def __enter__(self) -> None:
-        residents.field_cipher = _identity_cipher  # type: ignore[assignment]
-
-    def __exit__(self, *exc: object) -> None:
-        residents.field_cipher = field_cipher
 
 
 def _id_card(rng: random.Random, birth: date, male: bool) -> str:
@@ -128,7 +92,7 @@ async def fill(
 ) -> None:
     """Bulk insert as care/demo.py does: ids first, every data key in one INSERT, sealed rows in bulk
     (under `keyring`'s root key if given: the unit of work's cipher is then made with it)."""
-    cipher = await (field_cipher(keyring=keyring) if keyring else residents.field_cipher())
+    cipher = await field_cipher(keyring=keyring)
     await cipher.ensure_data_keys(range(1, len(population) + 1))
     rows, members = [], []
     member_id = 0
@@ -175,7 +139,7 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, list[float]], dict[st
             start = time.perf_counter()
             await run_in_tenant(tenant_ref(sealed), lambda: fill(population))
             fill_seconds = time.perf_counter() - start
-            with cipher_replaced():
+            with identity_cipher():
                 await run_in_tenant(tenant_ref(plain), lambda: fill(population))
             rng = random.Random(args.seed)
             sealed_ref, plain_ref = tenant_ref(sealed), tenant_ref(plain)
@@ -214,7 +178,7 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, list[float]], dict[st
                     "id_card": await timed(partial(run_in_tenant, sealed_ref, by_id_card)),
                     "page": await timed(partial(run_in_tenant, sealed_ref, page(after))),
                 }
-                with cipher_replaced():
+                with identity_cipher():
                     samples["page_identity"] = await timed(partial(run_in_tenant, plain_ref, page(after)))
                 if iteration >= args.warm_up:
                     for key, value in samples.items():

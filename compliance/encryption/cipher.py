@@ -15,7 +15,8 @@ bytes (format version, algorithm, data-key version): a ciphertext copied to anot
 or tenant raises CiphertextRejected; it never opens as somebody else's data.
 """
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -29,15 +30,20 @@ from compliance.encryption.format import (
     SecretKey,
     context,
     context_part,
-    parse_header,
+    key_version_of,
+)
+from compliance.encryption.key_cache import (
+    cached_data_key,
+    data_key_id,
+    forget_subject,
+    unwrapped_data_key,
+    unwrapped_tenant_key,
 )
 from compliance.encryption.keys import (
     DEFAULT_ALGORITHM,
     RootKeyring,
     TenantKey,
     process_root_keyring,
-    unwrap_data_key,
-    unwrap_tenant_key,
     wrap_data_key,
 )
 from compliance.encryption.store import current_tenant_key, db
@@ -53,6 +59,12 @@ from tenants.schema_names import SHARED_SCHEMA
 
 _FIELD_CONTEXT = b"yiyang/field/v1"
 RowId = int | str
+# A data key as the key queries read it: version, algorithm, tenant-key version, wrapped key (None:
+# destroyed), then its tenant key's algorithm, wrapped key and root key id (None when retired).
+KeyRow = tuple[int, str, int, bytes | None, str | None, bytes | None, str | None]
+_KEY_COLUMNS = (
+    "d.version, d.algorithm, d.tenant_key_version, d.wrapped_key, t.algorithm, t.wrapped_key, t.root_key_id"
+)
 
 
 def field_context(institution_id: int, table: str, column: str, row_id: RowId, subject_id: int) -> bytes:
@@ -91,7 +103,8 @@ class FieldCipher:
         prefix = self._prefixes.get((table, column))
         if prefix is None:
             prefix = self._prefixes[(table, column)] = _field_prefix(self.institution_id, table, column)
-        return prefix + context_part(row_id) + context_part(subject_id)
+        row = context_part(row_id)
+        return prefix + row + (row if row_id == subject_id else context_part(subject_id))
 
     def _check_scope(self) -> BaseDBAsyncClient:
         # Called for every field: a context-variable read, not a connection look-up (which cost a tenth of
@@ -105,6 +118,35 @@ class FieldCipher:
 
     # Keys ------------------------------------------------------------------------------------------
 
+    def data_keys_column(self, subject: str) -> str:
+        """A column for a SELECT that brings the data keys of the row's subject along (`subject`: the SQL
+        of its id, e.g. "resident.id"), so that a page of residents and its keys are one round trip; hand
+        the rows to `take_data_keys`. Named `data_keys`."""
+        # The institution id is an int of this cipher's tenant, never input.
+        return (
+            f"(SELECT array_agg(ROW({_KEY_COLUMNS})) FROM data_key d {self._tenant_key_join()}"
+            f" WHERE d.subject_id = {subject}) AS data_keys"
+        )
+
+    def _tenant_key_join(self) -> str:
+        return (
+            f"LEFT JOIN {SHARED_SCHEMA}.tenant_key t"
+            f" ON t.institution_id = {int(self.institution_id)} AND t.version = d.tenant_key_version"
+        )
+
+    async def take_data_keys(self, rows: Iterable[tuple[int, Sequence[KeyRow] | None]]) -> None:
+        """The data keys a SELECT with `data_keys_column` brought, as (subject id, the column's value)."""
+        self._check_scope()
+        found: list[tuple[int, *KeyRow]] = []
+        subjects: set[int] = set()
+        for subject, keys in rows:
+            if subject in self._loaded:
+                continue
+            subjects.add(subject)
+            found.extend((subject, *key) for key in keys or ())
+        self._accept(found)
+        self._loaded.update(subjects)
+
     async def load_data_keys(self, subject_ids: Iterable[int]) -> None:
         """Read and unwrap the data keys of every subject not read yet, in one query (a page of 50
         residents: one round trip, not 50)."""
@@ -113,39 +155,41 @@ class FieldCipher:
         if not wanted:
             return
         self.queries += 1
-        rows = await connection.execute_query_dict(
-            f"""SELECT d.subject_id, d.version, d.algorithm, d.tenant_key_version, d.wrapped_key,
-                       t.algorithm AS tenant_algorithm, t.wrapped_key AS tenant_wrapped_key, t.root_key_id
-                FROM data_key d
-                LEFT JOIN {SHARED_SCHEMA}.tenant_key t
-                       ON t.institution_id = $2 AND t.version = d.tenant_key_version
-                WHERE d.subject_id = ANY($1::bigint[])""",
-            [wanted, self.institution_id],
+        _, rows = await connection.execute_query(
+            f"SELECT d.subject_id, {_KEY_COLUMNS} FROM data_key d {self._tenant_key_join()}"
+            " WHERE d.subject_id = ANY($1::bigint[])",
+            [wanted],
         )
-        for row in rows:
-            subject, version = row["subject_id"], row["version"]
-            if row["wrapped_key"] is None:
+        self._accept([tuple(row) for row in rows])
+        self._loaded.update(wanted)
+
+    def _accept(self, rows: Sequence[tuple[int, *KeyRow]]) -> None:
+        """Takes (subject, *KeyRow) rows: a destroyed key marks its subject erased; the others are
+        unwrapped, or found in the process's cache of unwrapped keys (key_cache.py)."""
+        for subject, version, algorithm, tenant_version, wrapped, *tenant_row in rows:
+            if wrapped is None:
                 self._forget(subject)
                 self._destroyed.add(subject)
                 continue
             if subject in self._destroyed:
                 continue
-            tenant_key = self._tenant_keys.get(row["tenant_key_version"])
-            if tenant_key is None:
-                tenant_key = unwrap_tenant_key(
-                    self._keyring,
-                    self.institution_id,
-                    row["tenant_key_version"],
-                    row["tenant_algorithm"] or "",
-                    row["tenant_wrapped_key"],
-                    row["root_key_id"],
-                )
-                self._tenant_keys[tenant_key.version] = tenant_key
-            self._data_keys[(subject, version)] = unwrap_data_key(
-                tenant_key, subject, version, row["algorithm"], row["wrapped_key"]
-            )
+            key_id = data_key_id(self.institution_id, subject, version, algorithm, tenant_version, wrapped)
+            key = cached_data_key(self._keyring, key_id)
+            if key is None:
+                tenant_key = self._tenant_keys.get(tenant_version)
+                if tenant_key is None:
+                    tenant_algorithm, tenant_wrapped, root_key_id = tenant_row
+                    tenant_key = self._tenant_keys[tenant_version] = unwrapped_tenant_key(
+                        self._keyring,
+                        self.institution_id,
+                        tenant_version,
+                        tenant_algorithm or "",
+                        tenant_wrapped,
+                        root_key_id,
+                    )
+                key = unwrapped_data_key(self._keyring, tenant_key, key_id)
+            self._data_keys[(subject, version)] = key
             self._latest[subject] = max(version, self._latest.get(subject, 0))
-        self._loaded.update(wanted)
 
     async def ensure_data_keys(self, subject_ids: Iterable[int]) -> None:
         """Make sure each subject has a data key: the missing ones are created in one INSERT
@@ -233,13 +277,30 @@ class FieldCipher:
         """The plaintext bytes. DataKeyDestroyed if the subject was erased; CiphertextRejected if the
         ciphertext was tampered with or belongs to another row, column, subject or tenant."""
         self._check_scope()
-        sealed = bytes(ciphertext)
-        header = parse_header(sealed, what=f"{table}.{column} of row {row_id}")
+        # Once per field of every resident read: the header is read once, the error texts only worded
+        # when needed (measured: docs/benchmarks.md, "Search of encrypted residents").
+        sealed = ciphertext if type(ciphertext) is bytes else bytes(ciphertext)
+        try:
+            version = key_version_of(sealed)
+        except CiphertextRejected as problem:
+            raise CiphertextRejected(f"{table}.{column} of row {row_id}: {problem}") from None
+        key = self._data_keys.get((subject_id, version))
+        if key is None:
+            key = await self._key_after_miss(subject_id, version, table, column, row_id)
+        return key.open_field(
+            sealed,
+            context=self._context(table, column, row_id, subject_id),
+            what=lambda: f"{table}.{column} of row {row_id}",
+        )
+
+    async def _key_after_miss(
+        self, subject_id: int, version: int, table: str, column: str, row_id: RowId
+    ) -> SecretKey:
         if subject_id not in self._loaded:
             await self.load_data_keys([subject_id])
         if subject_id in self._destroyed:
             raise DataKeyDestroyed(f"subject {subject_id} was erased: its data key is destroyed")
-        key = self._data_keys.get((subject_id, header.key_version))
+        key = self._data_keys.get((subject_id, version))
         if key is None and subject_id not in self._reread:
             # Committed by another unit of work since this one read the subject's keys: read once more.
             self._reread.add(subject_id)
@@ -247,17 +308,13 @@ class FieldCipher:
             await self.load_data_keys([subject_id])
             if subject_id in self._destroyed:
                 raise DataKeyDestroyed(f"subject {subject_id} was erased: its data key is destroyed")
-            key = self._data_keys.get((subject_id, header.key_version))
+            key = self._data_keys.get((subject_id, version))
         if key is None:
             raise CiphertextRejected(
                 f"{table}.{column} of row {row_id}: subject {subject_id} has no data key "
-                f"{header.key_version} (copied from another subject or tenant?)"
+                f"{version} (copied from another subject or tenant?)"
             )
-        return key.open(
-            sealed,
-            context=self._context(table, column, row_id, subject_id),
-            what=f"{table}.{column} of row {row_id}",
-        )
+        return key
 
     async def decrypt_text(
         self, ciphertext: bytes, *, table: str, column: str, row_id: RowId, subject_id: int
@@ -317,15 +374,34 @@ class FieldCipher:
         self._forget(subject_id)
         self._destroyed.add(subject_id)
         self._loaded.add(subject_id)
+        forget_subject(self.institution_id, subject_id)
         return len(destroyed)
 
 
 _cipher: ContextVar[FieldCipher | None] = ContextVar("yiyang_field_cipher", default=None)
+# Benchmarks only (bench/identity_cipher.py): what encryption costs is measured against the same code with
+# a cipher that seals nothing. Never set by the product.
+_replacement: ContextVar[Callable[[], FieldCipher] | None] = ContextVar(
+    "yiyang_cipher_replacement", default=None
+)
+
+
+@contextmanager
+def cipher_replaced(factory: Callable[[], FieldCipher]) -> Iterator[None]:
+    """Within the block (this task and the tasks it starts), `field_cipher()` returns `factory()`."""
+    token = _replacement.set(factory)
+    try:
+        yield
+    finally:
+        _replacement.reset(token)
 
 
 async def field_cipher(*, keyring: RootKeyring | None = None) -> FieldCipher:
     """The FieldCipher of the open unit of work (OutsideTenantScope without one): the same object for
     every call within one unit of work, a new one in the next."""
+    replacement = _replacement.get()
+    if replacement is not None:
+        return replacement()
     tenant = current_tenant()
     connection = db()
     existing = _cipher.get()
