@@ -18,6 +18,7 @@ from faker import Faker
 from tortoise import Tortoise, connections
 
 from care.demo_accounts import seed_demo_accounts
+from care.demo_health import seed_health_records, seed_vitals
 from care.models import (
     CareLevel,
     DischargeReason,
@@ -375,6 +376,12 @@ async def _fill(stays: list[_Stay]) -> None:
     )
 
 
+async def _record(rng: random.Random, today: date) -> None:
+    """The rest of each resident's record, after the residents and their families are in."""
+    await seed_health_records(rng, today)
+    await seed_vitals(rng, today)
+
+
 async def _load(seed: int) -> SeedReport:
     rng = random.Random(seed)
     fake = Faker("zh_CN")
@@ -399,6 +406,10 @@ async def _load(seed: int) -> SeedReport:
         )
         stays = _People(rng, fake, today, area).institution(beds)
         await run_in_tenant(tenant_ref(institution), lambda stays=stays: _fill(stays))
+        history = random.Random(f"{seed}:{name}")
+        await run_in_tenant(
+            tenant_ref(institution), lambda history=history, today=today: _record(history, today)
+        )
         resident_count += len(stays)
         family_count += sum(len(stay.family) for stay in stays)
         institutions.append(institution)

@@ -404,7 +404,8 @@ def _decimal(value: str | None) -> Decimal | None:
     return None if value is None else Decimal(value)
 
 
-def _range_json(normal: NormalRange) -> dict[str, str | None]:
+def range_document(normal: NormalRange) -> dict[str, str | None]:
+    """A normal range as sealed readings and ranges hold it (compact keys: it is in every reading)."""
     return {
         "lo": _text(normal.low),
         "hi": _text(normal.high),
@@ -480,7 +481,7 @@ async def set_range(resident_id: int, new: NewRange, set_by: str) -> NormalRange
     await _ensure_key(resident_id)
     cipher = await field_cipher()
     sealed = await cipher.encrypt(
-        _dumps(_range_json(normal)),
+        _dumps(range_document(normal)),
         table=RANGE_TABLE,
         column=RANGE_COLUMN,
         row_id=_range_row_id(new.measure, new.context),
@@ -511,7 +512,7 @@ async def record_reading(resident_id: int, new: NewReading, recorder: Recorder) 
         "d": _text(diastolic),
         "c": new.context.value if new.context else None,
         "f": flag.value if flag else None,
-        "r": _range_json(normal),
+        "r": range_document(normal),
     }
     sealed = await cipher.encrypt(
         _dumps(document),

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 
+from care.health_record import health_records_of
 from care.residents import ResidentFilter, family_members_of, list_residents
 from tenants.db import close_database, open_database
 from tenants.models import Institution
@@ -17,6 +18,7 @@ async def _institution(institution: Institution) -> dict:
     async def read() -> dict:
         residents = await list_residents(ResidentFilter(), after_id=None, limit=1_000_000)
         families = await family_members_of([r.id for r in residents])
+        health = await health_records_of([r.id for r in residents if r.identity is not None])
         return {
             "residents": [
                 {
@@ -35,6 +37,22 @@ async def _institution(institution: Institution) -> dict:
                 for r in residents
                 for m in families[r.id]
             ],
+            # The sealed free texts of the rest of the record, for scans that look for them in plaintext.
+            "record_texts": sorted(
+                {
+                    text
+                    for record in health.values()
+                    for text in (
+                        *(d.condition for d in record.diagnoses),
+                        *(d.note for d in record.diagnoses),
+                        *(m.drug for m in record.medications),
+                        *(m.prescriber for m in record.medications),
+                        *(a.substance for a in record.allergies),
+                        *(a.reaction for a in record.allergies),
+                    )
+                    if text
+                }
+            ),
         }
 
     return await run_in_tenant(tenant_ref(institution), read)
