@@ -180,6 +180,8 @@ def _cmd_keys_rotate(args: argparse.Namespace) -> int:
                 print(
                     f"tenant keys re-wrapped under root key {done.root_key_id}: {done.tenant_keys_rewrapped}"
                 )
+                print(f"signing keys re-sealed: {done.signing_keys_resealed}")
+                print(f"TOTP secrets re-sealed: {done.totp_secrets_resealed}")
                 print(f"tenant keys under another root key: {left}")
                 return 0 if left == 0 else 1
             algorithm = Algorithm.from_label(args.algorithm) if args.algorithm else None
@@ -263,6 +265,10 @@ def _cmd_token(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.suite == "page":
+        from bench.page import main as bench_page
+
+        return bench_page(args.rest)
     if args.suite == "search":
         from bench.search import main as bench_search
 
@@ -364,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.set_defaults(handler=_cmd_token)
 
     bench = commands.add_parser("bench", help="benchmarks; `yiyang bench tenancy --help`")
-    bench.add_argument("suite", choices=["tenancy", "search"])
+    bench.add_argument("suite", choices=["tenancy", "search", "page"])
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(handler=_cmd_bench)
     return parser

@@ -148,6 +148,7 @@ class HealthRecord:
     diagnoses: list[Diagnosis] = field(default_factory=list)
     medications: list[Medication] = field(default_factory=list)
     allergies: list[Allergy] = field(default_factory=list)
+    erased: bool = False  # the resident's data key was destroyed: nothing of the record can be read
 
 
 # Checks ------------------------------------------------------------------------------------------
@@ -393,8 +394,11 @@ async def health_records_of(resident_ids: Iterable[int]) -> dict[int, HealthReco
         return records
     cipher = await field_cipher()
     await cipher.load_data_keys(wanted)
+    for resident_id in wanted:
+        records[resident_id].erased = cipher.erased(resident_id)
+    readable = [resident_id for resident_id in wanted if not records[resident_id].erased]
     for row in await _execute(
-        "SELECT * FROM diagnosis WHERE resident_id = ANY($1::bigint[]) ORDER BY id", [wanted]
+        "SELECT * FROM diagnosis WHERE resident_id = ANY($1::bigint[]) ORDER BY id", [readable]
     ):
         opened = await _open(cipher, "diagnosis", row)
         records[row["resident_id"]].diagnoses.append(
@@ -409,11 +413,11 @@ async def health_records_of(resident_ids: Iterable[int]) -> dict[int, HealthReco
             )
         )
     for row in await _execute(
-        "SELECT * FROM medication WHERE resident_id = ANY($1::bigint[]) ORDER BY id", [wanted]
+        "SELECT * FROM medication WHERE resident_id = ANY($1::bigint[]) ORDER BY id", [readable]
     ):
         records[row["resident_id"]].medications.append(await _medication(cipher, row))
     for row in await _execute(
-        "SELECT * FROM allergy WHERE resident_id = ANY($1::bigint[]) ORDER BY id", [wanted]
+        "SELECT * FROM allergy WHERE resident_id = ANY($1::bigint[]) ORDER BY id", [readable]
     ):
         opened = await _open(cipher, "allergy", row)
         records[row["resident_id"]].allergies.append(

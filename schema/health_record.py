@@ -16,6 +16,7 @@ from compliance.policy import Action, require
 from schema.context import YiyangInfo
 from schema.ids import decode_id, encode_id
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
+from tenants.errors import Erased
 
 RouteEnum = strawberry.enum(care.Route, name="MedicationRoute")
 DoseUnitEnum = strawberry.enum(care.DoseUnit, name="DoseUnit")
@@ -103,6 +104,8 @@ async def health_record_of(info: YiyangInfo, institution_id: int, resident_id: i
         info.context.principal, Action.HEALTH_RECORD_VIEW, institution=institution_id, resident_id=resident_id
     )
     record = await info.context.loaders.health_record.load(resident_id)
+    if record.erased:
+        raise Erased("The personal data of this resident was erased.")
     today = institution_today()
     return HealthRecordType(
         diagnoses=[DiagnosisType.of(row, institution_id) for row in record.diagnoses],

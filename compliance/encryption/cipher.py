@@ -7,8 +7,9 @@
     phone = await cipher.decrypt_text(sealed, table="family_member", column="phone",
                                       row_id=member.id, subject_id=member.resident_id)
 
-Unwrapped keys live in the FieldCipher only, and a FieldCipher serves the unit of work it was made in
-(it refuses to work in another one), so no key outlives its unit of work in a cache.
+A FieldCipher serves the unit of work it was made in (it refuses to work in another one) and reads the
+subjects' key rows itself, so an erasure or a rotation takes effect on the next unit of work; what it
+unwrapped is remembered per root keyring under the exact wrapped bytes (key_cache.py).
 
 Associated data of a field: the institution id, table, column, row id and subject id, plus the 6 header
 bytes (format version, algorithm, data-key version): a ciphertext copied to another row, column, subject
@@ -190,6 +191,13 @@ class FieldCipher:
                 key = unwrapped_data_key(self._keyring, tenant_key, key_id)
             self._data_keys[(subject, version)] = key
             self._latest[subject] = max(version, self._latest.get(subject, 0))
+
+    def erased(self, subject_id: int) -> bool:
+        """Whether the subject's data key was destroyed (crypto-shredding); its keys must have been read
+        in this unit of work (load_data_keys, take_data_keys)."""
+        if subject_id not in self._loaded:
+            raise RuntimeError(f"the data keys of subject {subject_id} were not read in this unit of work")
+        return subject_id in self._destroyed
 
     async def ensure_data_keys(self, subject_ids: Iterable[int]) -> None:
         """Make sure each subject has a data key: the missing ones are created in one INSERT

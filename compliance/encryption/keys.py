@@ -11,8 +11,6 @@
   by a tenant-key version; field values are sealed with it (cipher.py).
 """
 
-import base64
-import binascii
 import hashlib
 import hmac
 import os
@@ -20,9 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from compliance.encryption.format import Algorithm, KeyUnavailable, SecretKey, context
-from compliance.identity.keys import ROOT_KEY_VARIABLE, RootKeyError, root_key_from_environ
+from compliance.identity.keys import (
+    ROOT_KEY_NEW_VARIABLE,
+    ROOT_KEY_VARIABLE,
+    RootKeyError,
+    root_keys_from_environ,
+)
 
-ROOT_KEY_NEW_VARIABLE = "YIYANG_ROOT_KEY_NEW"
 INDEX_SECRET_BYTES = 32
 DEFAULT_ALGORITHM = Algorithm.AES_256_GCM
 _TENANT_KEY_CONTEXT = b"yiyang/tenant-key/v1"
@@ -50,6 +52,11 @@ class RootKeyring:
         object.__setattr__(self, "_by_id", {root_key_id(k): k for k in (*self.previous, self.primary)})
 
     @property
+    def keys(self) -> tuple[bytes, ...]:
+        """Every root key, the primary (which seals) first."""
+        return (self.primary, *self.previous)
+
+    @property
     def primary_id(self) -> str:
         return root_key_id(self.primary)
 
@@ -68,21 +75,8 @@ class RootKeyring:
 
 def root_keyring_from_environ(environ: Mapping[str, str] = os.environ) -> RootKeyring:
     """YIYANG_ROOT_KEY alone, or during a rotation YIYANG_ROOT_KEY_NEW (primary) and YIYANG_ROOT_KEY."""
-    current = root_key_from_environ(environ)
-    given = environ.get(ROOT_KEY_NEW_VARIABLE, "")
-    if not given:
-        return RootKeyring(current)
-    try:
-        new = base64.b64decode(given, validate=True)
-    except binascii.Error:
-        raise RootKeyError(f"{ROOT_KEY_NEW_VARIABLE} must be base64") from None
-    if len(new) != 32:
-        raise RootKeyError(f"{ROOT_KEY_NEW_VARIABLE} must decode to 32 bytes, not {len(new)}")
-    if environ.get("YIYANG_ENV", "development") == "production" and new == root_key_from_environ({}):
-        raise RootKeyError(f"{ROOT_KEY_NEW_VARIABLE} must not be the development key in production")
-    if new == current:
-        return RootKeyring(current)
-    return RootKeyring(new, (current,))
+    primary, *previous = root_keys_from_environ(environ)
+    return RootKeyring(primary, tuple(previous))
 
 
 _process_keyring: RootKeyring | None = None

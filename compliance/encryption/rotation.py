@@ -12,7 +12,8 @@ Tenant key (`rotate_tenant_key`, `yiyang keys rotate --institution ID`):
    then retires the older versions and erases their wrapped key.
 
 Root key (`rotate_root_key`, `yiyang keys rotate --root`): every tenant key not yet wrapped by the
-keyring's primary root key is re-wrapped by it, in batches. See docs/security.md for the procedure
+keyring's primary root key is re-wrapped by it, in batches; then the signing keys and TOTP secrets, which
+the root key seals directly, are sealed again under it. See docs/security.md for the procedure
 (YIYANG_ROOT_KEY_NEW alongside YIYANG_ROOT_KEY during the switch).
 """
 
@@ -35,6 +36,8 @@ from compliance.encryption.keys import (
     wrap_tenant_key,
 )
 from compliance.encryption.store import TENANT_KEY, current_tenant_key, db, insert_tenant_key
+from compliance.identity.keys import reseal_signing_keys
+from compliance.identity.totp import reseal_secrets
 from tenants.context import TenantRef
 from tenants.errors import NotFound
 from tenants.models import Institution
@@ -58,6 +61,8 @@ class TenantRotation:
 class RootRotation:
     root_key_id: str
     tenant_keys_rewrapped: int = 0
+    signing_keys_resealed: int = 0
+    totp_secrets_resealed: int = 0
 
 
 def _is_deadlock(problem: BaseException) -> bool:
@@ -219,8 +224,10 @@ async def rotate_root_key(
     batch_size: int = DEFAULT_BATCH,
     after_batch: Callable[[int], Awaitable[None]] | None = None,
 ) -> RootRotation:
-    """Re-wrap every tenant key (every institution, every live version) by `keyring.primary`, in batches.
-    Each row is opened by the root key it names, which must be in the keyring (KeyUnavailable if not)."""
+    """Re-wrap every tenant key (every institution, every live version) by `keyring.primary`, in batches,
+    then re-seal what the root key seals directly: the access-token signing keys and the TOTP secrets.
+    Each row is opened by a root key of the keyring (KeyUnavailable / RootKeyError if none opens it).
+    Afterwards the primary alone opens everything: the previous key can leave the environment."""
     keyring = keyring or process_root_keyring()
     rotation = RootRotation(keyring.primary_id)
 
@@ -264,7 +271,10 @@ async def rotate_root_key(
         if after_batch is not None:
             await after_batch(count)
         if count < batch_size:
-            return rotation
+            break
+    rotation.signing_keys_resealed = await reseal_signing_keys(keyring.keys)
+    rotation.totp_secrets_resealed = await reseal_secrets(keyring.keys, batch_size=batch_size)
+    return rotation
 
 
 async def tenant_keys_not_under(root_key_id: str) -> int:

@@ -15,7 +15,7 @@ import binascii
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -41,6 +41,8 @@ PUBLISH_AHEAD_SECONDS = KEY_CACHE_TTL_SECONDS + JWKS_MAX_AGE_SECONDS
 RETIRE_AFTER_SECONDS = MAX_ACCESS_TOKEN_LIFETIME_SECONDS + CLOCK_SKEW_SECONDS
 
 ROOT_KEY_VARIABLE = "YIYANG_ROOT_KEY"
+# Alongside YIYANG_ROOT_KEY during a root-key rotation: it seals from then on, both open (docs/security.md).
+ROOT_KEY_NEW_VARIABLE = "YIYANG_ROOT_KEY_NEW"
 # Development and test only: Settings-independent, because a sealed key must open in every process.
 _DEVELOPMENT_ROOT_KEY = b"yiyang-development-only-root-key"  # 32 bytes
 _SEALED_FORMAT = b"\x01"  # version byte: AES-256-GCM, 12-byte nonce, then ciphertext and tag
@@ -74,6 +76,28 @@ def root_key_from_environ(environ: Mapping[str, str] = os.environ) -> bytes:
     return key
 
 
+def root_keys_from_environ(environ: Mapping[str, str] = os.environ) -> tuple[bytes, ...]:
+    """The root keys of the environment, the one that seals first: YIYANG_ROOT_KEY alone, or during a
+    rotation YIYANG_ROOT_KEY_NEW, then YIYANG_ROOT_KEY (which still opens what it sealed)."""
+    current = root_key_from_environ(environ)
+    given = environ.get(ROOT_KEY_NEW_VARIABLE, "")
+    if not given:
+        return (current,)
+    try:
+        new = base64.b64decode(given, validate=True)
+    except binascii.Error:
+        raise RootKeyError(f"{ROOT_KEY_NEW_VARIABLE} must be base64") from None
+    if len(new) != 32:
+        raise RootKeyError(f"{ROOT_KEY_NEW_VARIABLE} must decode to 32 bytes, not {len(new)}")
+    if environ.get("YIYANG_ENV", "development") == "production" and new == _DEVELOPMENT_ROOT_KEY:
+        raise RootKeyError(f"{ROOT_KEY_NEW_VARIABLE} must not be the development key in production")
+    return (current,) if new == current else (new, current)
+
+
+def _as_keys(root_keys: bytes | Sequence[bytes]) -> tuple[bytes, ...]:
+    return (root_keys,) if isinstance(root_keys, bytes) else tuple(root_keys)
+
+
 def seal(root_key: bytes, plaintext: bytes, associated_data: bytes) -> bytes:
     """`plaintext` sealed with AES-256-GCM under the root key; it opens only with the same associated data,
     which binds it to its row (a sealed value copied onto another row does not open there)."""
@@ -81,15 +105,31 @@ def seal(root_key: bytes, plaintext: bytes, associated_data: bytes) -> bytes:
     return _SEALED_FORMAT + nonce + AESGCM(root_key).encrypt(nonce, plaintext, associated_data)
 
 
-def unseal(root_key: bytes, sealed: bytes, associated_data: bytes, *, what: str) -> bytes:
-    """The plaintext of `seal`; RootKeyError (naming `what`) if the format, key or associated data differ."""
+def unseal(root_keys: bytes | Sequence[bytes], sealed: bytes, associated_data: bytes, *, what: str) -> bytes:
+    """The plaintext of `seal` under any of `root_keys` (one key, or the environment's during a rotation);
+    RootKeyError (naming `what`) if the format or associated data differ, or no key opens it."""
     if not sealed.startswith(_SEALED_FORMAT):
         raise RootKeyError(f"{what}: unknown sealed format")
     nonce = sealed[1 : 1 + _NONCE_BYTES]
+    for root_key in _as_keys(root_keys):
+        try:
+            return AESGCM(root_key).decrypt(nonce, sealed[1 + _NONCE_BYTES :], associated_data)
+        except InvalidTag:
+            continue
+    raise RootKeyError(f"{what} does not open with this root key")
+
+
+def resealed(
+    root_keys: bytes | Sequence[bytes], sealed: bytes, associated_data: bytes, *, what: str
+) -> bytes | None:
+    """`sealed` sealed again under the first of `root_keys`, or None if that key already sealed it (a
+    root-key rotation re-seals what the previous key sealed)."""
+    keys = _as_keys(root_keys)
     try:
-        return AESGCM(root_key).decrypt(nonce, sealed[1 + _NONCE_BYTES :], associated_data)
-    except InvalidTag:
-        raise RootKeyError(f"{what} does not open with this root key") from None
+        unseal(keys[0], sealed, associated_data, what=what)
+        return None
+    except RootKeyError:
+        return seal(keys[0], unseal(keys, sealed, associated_data, what=what), associated_data)
 
 
 def seal_private_key(root_key: bytes, kid: str, private_pem: bytes) -> bytes:
@@ -97,8 +137,24 @@ def seal_private_key(root_key: bytes, kid: str, private_pem: bytes) -> bytes:
     return seal(root_key, private_pem, kid.encode())
 
 
-def open_private_key(root_key: bytes, kid: str, sealed: bytes) -> bytes:
-    return unseal(root_key, sealed, kid.encode(), what=f"signing key {kid}")
+def open_private_key(root_keys: bytes | Sequence[bytes], kid: str, sealed: bytes) -> bytes:
+    return unseal(root_keys, sealed, kid.encode(), what=f"signing key {kid}")
+
+
+async def reseal_signing_keys(root_keys: Sequence[bytes]) -> int:
+    """Seal every signing key's private key under `root_keys[0]` (a root-key rotation): opened with any of
+    `root_keys`, updated only where it changed. Returns how many were re-sealed."""
+    count = 0
+    async with in_transaction("default"):
+        for row in await SigningKey.all().select_for_update():
+            again = resealed(
+                root_keys, bytes(row.private_key_sealed), row.kid.encode(), what=f"signing key {row.kid}"
+            )
+            if again is not None:
+                row.private_key_sealed = again
+                await row.save(update_fields=["private_key_sealed"])
+                count += 1
+    return count
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,9 +209,14 @@ class SigningKeys:
     """One process's view of shared.signing_key: re-read at most every `ttl_seconds`."""
 
     def __init__(
-        self, root_key: bytes, *, ttl_seconds: float = KEY_CACHE_TTL_SECONDS, clock: Clock = time.time
+        self,
+        root_keys: bytes | Sequence[bytes],
+        *,
+        ttl_seconds: float = KEY_CACHE_TTL_SECONDS,
+        clock: Clock = time.time,
     ) -> None:
-        self._root_key = root_key
+        # The first seals new keys; every one opens (during a root-key rotation: the new key, the old).
+        self._root_keys = _as_keys(root_keys)
         self._ttl = ttl_seconds
         self._clock = clock
         self._keys: tuple[StoredKey, ...] = ()
@@ -176,7 +237,7 @@ class SigningKeys:
                 raise RuntimeError("no signing key after creating one")
         opened = self._opened.get(key.kid)
         if opened is None:
-            pem = open_private_key(self._root_key, key.kid, key.private_key_sealed)
+            pem = open_private_key(self._root_keys, key.kid, key.private_key_sealed)
             opened = self._opened[key.kid] = ActiveKey(key.kid, ECKey.import_key(pem))
         return opened
 
@@ -234,7 +295,7 @@ class SigningKeys:
             kid=kid,
             algorithm=ALGORITHM,
             public_jwk=key.as_dict(private=False),
-            private_key_sealed=seal_private_key(self._root_key, kid, key.as_pem(private=True)),
+            private_key_sealed=seal_private_key(self._root_keys[0], kid, key.as_pem(private=True)),
             created_at=_moment(now),
             activated_at=_moment(activated_at),
         )
@@ -276,10 +337,10 @@ _process_keys: SigningKeys | None = None
 
 
 def process_signing_keys() -> SigningKeys:
-    """The key cache of this process, sealed with the root key of the environment."""
+    """The key cache of this process, sealed with the root keys of the environment."""
     global _process_keys
     if _process_keys is None:
-        _process_keys = SigningKeys(root_key_from_environ())
+        _process_keys = SigningKeys(root_keys_from_environ())
     return _process_keys
 
 

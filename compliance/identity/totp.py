@@ -23,7 +23,7 @@ is touched only here.
 
 import hmac
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -31,9 +31,10 @@ from enum import StrEnum
 import pyotp
 from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
 
 from compliance.identity.account_models import AccountKind, StaffMembership, UserAccount
-from compliance.identity.keys import root_key_from_environ, seal, unseal
+from compliance.identity.keys import resealed, root_keys_from_environ, seal, unseal
 from compliance.principals import StaffRole
 from tenants.errors import Conflict, InvalidInput, NotFound
 from tenants.models import Institution, InstitutionStatus
@@ -80,14 +81,50 @@ def _associated_data(account_id: int) -> bytes:
     return f"totp-secret:account:{account_id}".encode()
 
 
-def _seal_secret(account_id: int, secret: str, root_key: bytes | None) -> bytes:
-    return seal(root_key or root_key_from_environ(), secret.encode(), _associated_data(account_id))
+RootKeys = bytes | Sequence[bytes]  # one key, or the environment's (the first seals, every one opens)
 
 
-def _open_secret(account_id: int, sealed: bytes, root_key: bytes | None) -> str:
-    key = root_key or root_key_from_environ()
+def _root_keys(root_key: RootKeys | None) -> tuple[bytes, ...]:
+    if root_key is None:
+        return root_keys_from_environ()
+    return (root_key,) if isinstance(root_key, bytes) else tuple(root_key)
+
+
+def _seal_secret(account_id: int, secret: str, root_key: RootKeys | None) -> bytes:
+    return seal(_root_keys(root_key)[0], secret.encode(), _associated_data(account_id))
+
+
+def _open_secret(account_id: int, sealed: bytes, root_key: RootKeys | None) -> str:
     what = f"TOTP secret of account {account_id}"
-    return unseal(key, sealed, _associated_data(account_id), what=what).decode()
+    return unseal(_root_keys(root_key), sealed, _associated_data(account_id), what=what).decode()
+
+
+async def reseal_secrets(root_keys: Sequence[bytes], *, batch_size: int = 500) -> int:
+    """Seal every TOTP secret under `root_keys[0]` (a root-key rotation), in batches of short
+    transactions; a secret replaced meanwhile (a new enrolment) is left as its writer sealed it. Returns
+    how many were re-sealed."""
+    count, after = 0, 0
+    while True:
+        async with in_transaction("default") as connection:
+            rows = await connection.execute_query_dict(
+                f"""SELECT account_id, secret_sealed FROM {_TABLE} WHERE account_id > $1
+                    ORDER BY account_id LIMIT $2 FOR UPDATE""",
+                [after, batch_size],
+            )
+            for row in rows:
+                account_id = row["account_id"]
+                what = f"TOTP secret of account {account_id}"
+                again = resealed(
+                    root_keys, bytes(row["secret_sealed"]), _associated_data(account_id), what=what
+                )
+                if again is not None:
+                    await connection.execute_query(
+                        f"UPDATE {_TABLE} SET secret_sealed = $2 WHERE account_id = $1", [account_id, again]
+                    )
+                    count += 1
+        if len(rows) < batch_size:
+            return count
+        after = rows[-1]["account_id"]
 
 
 def _step(moment: float) -> int:
@@ -141,7 +178,7 @@ async def second_factor_required(account: UserAccount) -> bool:
 
 
 async def begin_enrolment(
-    account: UserAccount, *, clock: Clock = time.time, root_key: bytes | None = None
+    account: UserAccount, *, clock: Clock = time.time, root_key: RootKeys | None = None
 ) -> TotpEnrolment:
     """A new secret for `account`, pending until `confirm_enrolment`; it replaces a pending one (the user
     scanned nothing, or lost the page). Conflict if the account already has a confirmed second factor:
@@ -170,7 +207,7 @@ async def begin_enrolment(
 
 
 async def confirm_enrolment(
-    account: UserAccount, code: str, *, clock: Clock = time.time, root_key: bytes | None = None
+    account: UserAccount, code: str, *, clock: Clock = time.time, root_key: RootKeys | None = None
 ) -> None:
     """Confirm the pending secret with a first code from the app; that code's step counts as used."""
     credential = await _credential(account.id)
@@ -196,7 +233,7 @@ async def confirm_enrolment(
 
 
 async def verify_code(
-    account: UserAccount, code: str, *, clock: Clock = time.time, root_key: bytes | None = None
+    account: UserAccount, code: str, *, clock: Clock = time.time, root_key: RootKeys | None = None
 ) -> bool:
     """Whether `code` is a valid code of the account's confirmed secret, never accepted before. A True
     consumes the code's time step (and every earlier one)."""
@@ -221,7 +258,7 @@ async def verify_code(
 
 
 async def disable_totp(
-    account: UserAccount, code: str, *, clock: Clock = time.time, root_key: bytes | None = None
+    account: UserAccount, code: str, *, clock: Clock = time.time, root_key: RootKeys | None = None
 ) -> None:
     """Remove the confirmed second factor, proven by a valid code (a stolen session alone cannot)."""
     credential = await _credential(account.id)

@@ -35,12 +35,15 @@ from compliance.encryption import format as field_format
 from compliance.encryption.format import OVERHEAD
 from compliance.encryption.keys import root_key_id
 from compliance.encryption.rotation import tenant_keys_not_under
+from compliance.identity.keys import RootKeyError, SigningKeys
+from compliance.identity.totp import STEP_SECONDS, verify_code
 from tenants.context import OutsideTenantScope
 from tenants.db import asyncpg_dsn
 from tenants.models import Institution
 from tenants.registry import tenant_ref
 from tenants.unit_of_work import run_in_tenant
-from tests.conftest import World
+from tests.conftest import ManualClock, World
+from tests.identity.test_totp import code_at, enrolled
 
 T = TypeVar("T")
 FIELD = {"table": "resident", "column": "id_card"}
@@ -470,13 +473,16 @@ async def test_a_rotation_waits_for_a_writer_that_wrapped_a_key_with_the_old_ver
     assert await open_text(institution, sealed, row_id=501, subject_id=501) == "late"
 
 
-async def test_root_key_rotation_while_reads_and_writes_run(app: object, world: World) -> None:
+async def test_root_key_rotation_while_reads_and_writes_run(
+    app: object, world: World, clock: ManualClock
+) -> None:
     institution = world.institution_ids[7]
     subjects = range(300, 306)
     before = [await seal(institution, f"before {s}", row_id=s, subject_id=s) for s in subjects]
     old = process_root_keyring()
     new_key = os.urandom(32)
     switching = RootKeyring(new_key, (old.primary,))  # YIYANG_ROOT_KEY_NEW alongside YIYANG_ROOT_KEY
+    account, enrolment = await enrolled(clock)  # a TOTP secret sealed under the old root key
     try:
         written = await _use_while_rotating(
             institution,
@@ -490,11 +496,21 @@ async def test_root_key_rotation_while_reads_and_writes_run(app: object, world: 
         await _all_open(institution, written, RootKeyring(new_key))  # the new root key alone
         with pytest.raises(KeyUnavailable):
             await _all_open(institution, written, RootKeyring(old.primary))  # the old one opens nothing
+        # What the root key seals directly was sealed again: the new key alone signs and checks codes.
+        assert (await SigningKeys(new_key).signing_key()).kid
+        with pytest.raises(RootKeyError):
+            await SigningKeys(old.primary).signing_key()
+        clock.now += STEP_SECONDS
+        assert await verify_code(account, code_at(enrolment, clock()), clock=clock, root_key=new_key)
+        clock.now += STEP_SECONDS
+        with pytest.raises(RootKeyError):
+            await verify_code(account, code_at(enrolment, clock()), clock=clock, root_key=old.primary)
     finally:
         # Back to the process's root key, for the tests that follow.
         await rotate_root_key(RootKeyring(old.primary, (new_key,)))
     assert await tenant_keys_not_under(old.primary_id) == 0
     await _all_open(institution, written, old)
+    assert (await SigningKeys(old.primary).signing_key()).kid
 
 
 async def test_no_key_material_in_the_clear(app: object, world: World, settings: Settings) -> None:
