@@ -13,6 +13,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from api.authorize import authorize_endpoint
+from api.files import CHECKUP_REPORT_PATH, CheckupReportDownload
 from api.graphql import GraphQLEndpoint, GraphQLView
 from api.health import healthz
 from api.metrics import Metrics
@@ -27,6 +28,8 @@ from schema.root import build_schema
 from tenants.db import PoolSettings, close_database, open_database, pool_usage
 from tenants.registry import TenantDirectory
 
+UPLOAD_OVERHEAD_BYTES = 64 * 1024
+
 
 def _static_root(settings: Settings) -> str:
     built = settings.web_root / "dist"
@@ -40,9 +43,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         build_schema(),
         graphql_ide="graphiql" if settings.development else None,
         allow_queries_via_get=True,
+        # File uploads (GraphQL multipart request spec): only with a preflight header (api/graphql.py).
+        multipart_uploads_enabled=True,
         tenants=TenantDirectory(),
         metrics=metrics,
     )
+    view.max_upload_bytes = settings.max_upload_bytes
     graphql = GraphQLEndpoint(view, settings.issuer, graphiql=settings.development)
 
     @asynccontextmanager
@@ -70,6 +76,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route(CHECKUP_REPORT_PATH, CheckupReportDownload(graphql), methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/.well-known/jwks.json", jwks, methods=["GET"]),
@@ -83,7 +90,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(MetricsMiddleware, metrics=metrics),
-            Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
+            Middleware(
+                BodySizeLimitMiddleware,
+                max_bytes=settings.max_body_bytes,
+                # A file at the cap, plus the multipart framing and the operations document.
+                max_upload_body_bytes=settings.max_upload_bytes + UPLOAD_OVERHEAD_BYTES,
+                upload_paths=frozenset({"/graphql"}),
+            ),
         ],
         lifespan=lifespan,
     )

@@ -18,6 +18,7 @@ from strawberry.types import ExecutionResult
 from api.errors import graphql_error_response
 from api.metrics import Metrics
 from api.middleware import request_id_of
+from care.reports import DEFAULT_MAX_FILE_BYTES
 from compliance.acting import act_in
 from compliance.identity.access_tokens import verify_access_token
 from compliance.identity.keys import MAX_ACCESS_TOKEN_LIFETIME_SECONDS
@@ -28,7 +29,8 @@ from schema.i18n import negotiate_locale, translate
 from schema.ids import decode_id
 from schema.rate_limits import RateLimiter, rate_limited_retry_after
 from schema.root import is_expected
-from tenants.errors import DomainError, Forbidden, NotFound, RateLimited, Unauthenticated
+from tenants.context import TenantRef
+from tenants.errors import DomainError, Forbidden, InvalidInput, NotFound, RateLimited, Unauthenticated
 from tenants.registry import TenantDirectory
 from tenants.unit_of_work import run_in_tenant
 
@@ -73,6 +75,7 @@ class GraphQLView(ProtocolView):
         self.metrics = metrics
         self.rate_limiter: RateLimiter | None = None  # set when the app starts (it needs Redis)
         self.login_throttle: LoginThrottle | None = None  # likewise
+        self.max_upload_bytes = DEFAULT_MAX_FILE_BYTES  # the settings' YIYANG_MAX_UPLOAD_BYTES (api/app.py)
 
     # orjson (docs/dependencies.md says why). Its decode error is a json.JSONDecodeError, which strawberry
     # answers with a 400.
@@ -93,6 +96,7 @@ class GraphQLView(ProtocolView):
             rate_limiter=self.rate_limiter,
             login_throttle=self.login_throttle,
             client_address=request.client.host if request.client else "",
+            max_upload_bytes=self.max_upload_bytes,
         )
 
     async def execute_operation(
@@ -196,6 +200,10 @@ class GraphQLView(ProtocolView):
 
 
 INSTITUTION_HEADER = "Yiyang-Institution"
+# A multipart request (file upload) must carry one of these, non-empty: no HTML form can set a header, so
+# the browser sends a CORS preflight first and a cross-site page cannot post a "simple" request (CSRF; the
+# GraphQL multipart request spec, "Security"). Apollo's upload client sends the first.
+PREFLIGHT_HEADERS = ("Apollo-Require-Preflight", "GraphQL-Require-Preflight")
 _STATUS_OF = {Unauthenticated: 401, Forbidden: 403, NotFound: 404}
 
 
@@ -225,6 +233,12 @@ class GraphQLEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope=scope)
+        if _is_multipart(headers) and not any(headers.get(name, "").strip() for name in PREFLIGHT_HEADERS):
+            refusal = InvalidInput(
+                "A multipart request must send the header GraphQL-Require-Preflight.", field="headers"
+            )
+            await self._refuse(refusal, scope, receive, send, headers)
+            return
         if not self._is_ide_page(scope, headers):
             state = scope.setdefault("state", {})
             try:
@@ -267,6 +281,13 @@ class GraphQLEndpoint:
         (institution_id,) = decode_id("Institution", named.strip(), 1, field=INSTITUTION_HEADER)
         return institution_id
 
+    async def acting(self, headers: Headers) -> tuple[Principal, TenantRef | None]:
+        """The bearer token's principal, narrowed to the institution it acts in, and that institution's
+        tenant, as for a GraphQL request: for the other edges that take the same token (api/files.py).
+        Unauthenticated, Forbidden or NotFound (a DomainError) when refused."""
+        principal = await self._authenticate(headers)
+        return await act_in(principal, self._requested_institution(headers), self.view.tenants)
+
     async def _authenticate(self, headers: Headers) -> Principal:
         scheme, _, token = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -278,6 +299,10 @@ class GraphQLEndpoint:
             principal = claims.principal()
             self.verified.put(token, principal, claims.expires_at)
         return principal
+
+
+def _is_multipart(headers: Headers) -> bool:
+    return headers.get("content-type", "").lower().startswith("multipart/")
 
 
 class VerifiedTokenCache:

@@ -50,19 +50,40 @@ class _BodyTooLarge(Exception):
 
 
 class BodySizeLimitMiddleware:
-    """Refuses request bodies over `max_bytes` with 413, whether announced by Content-Length or streamed."""
+    """Refuses request bodies over `max_bytes` with 413, whether announced by Content-Length or streamed.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    Multipart POSTs to one of `upload_paths` (file uploads: /graphql) may be as large as
+    `max_upload_body_bytes` instead; every other request keeps the small limit."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        max_upload_body_bytes: int = 0,
+        upload_paths: frozenset[str] = frozenset(),
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_upload_body_bytes = max(max_bytes, max_upload_body_bytes)
+        self.upload_paths = upload_paths
+
+    def _limit(self, scope: Scope, headers: Headers) -> int:
+        if (
+            scope["method"] == "POST"
+            and scope["path"] in self.upload_paths
+            and headers.get("content-type", "").lower().startswith("multipart/form-data")
+        ):
+            return self.max_upload_body_bytes
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
+        limit = self._limit(scope, headers)
         declared = headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
             await self._refuse(scope, receive, send, headers)
             return
         received = 0
@@ -73,7 +94,7 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     raise _BodyTooLarge
             return message
 

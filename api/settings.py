@@ -24,6 +24,8 @@ class Settings:
     redis_url: str
     environment: str = "development"
     max_body_bytes: int = 1_048_576
+    # The largest uploaded file (a check-up report); only multipart requests to /graphql may be this large.
+    max_upload_bytes: int = 10 * 1024 * 1024
     pool_max_size: int = 20
     web_root: Path = REPO_ROOT / "web"
     issuer: str = DEFAULT_ISSUER  # the OAuth2 issuer: `iss` of access tokens, base of the discovery URLs
@@ -53,6 +55,7 @@ class Settings:
             redis_url=environ["REDIS_URL"],
             environment=environment,
             max_body_bytes=positive_int_setting(environ, "YIYANG_MAX_BODY_BYTES", 1_048_576),
+            max_upload_bytes=positive_int_setting(environ, "YIYANG_MAX_UPLOAD_BYTES", 10 * 1024 * 1024),
             pool_max_size=positive_int_setting(environ, "YIYANG_DB_POOL_SIZE", 20),
             issuer=issuer_setting(environ.get("YIYANG_ISSUER", DEFAULT_ISSUER), environment),
             rate_limit_user_per_minute=positive_int_setting(

@@ -236,11 +236,12 @@ def render(
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
+def write_section(path: Path, section: str, *, begin: str = SECTION_BEGIN, end: str = SECTION_END) -> None:
+    """Replace the section between the markers `begin` and `end` (appended when absent)."""
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    begin, end = text.find(SECTION_BEGIN), text.find(SECTION_END)
-    if begin != -1 and end != -1:
-        text = text[:begin] + section + text[end + len(SECTION_END) :]
+    start, stop = text.find(begin), text.find(end)
+    if start != -1 and stop != -1:
+        text = text[:start] + section + text[stop + len(end) :]
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")

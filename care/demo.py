@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from faker import Faker
 from tortoise import Tortoise, connections
 
+from care import assessment_records, emergency_contacts, family_log, preferences, reports, timeline
 from care.demo_accounts import seed_demo_accounts
 from care.demo_health import seed_health_records, seed_vitals
 from care.models import (
@@ -377,9 +378,17 @@ async def _fill(stays: list[_Stay]) -> None:
 
 
 async def _record(rng: random.Random, today: date) -> None:
-    """The rest of each resident's record, after the residents and their families are in."""
+    """The rest of each resident's record, after the residents and their families are in (each part's
+    `seed_demo` reads the residents it fills itself; the order matters only for vitals, which follow the
+    diagnoses)."""
     await seed_health_records(rng, today)
     await seed_vitals(rng, today)
+    await assessment_records.seed_demo(rng, today)
+    await preferences.seed_demo(rng, today)
+    await emergency_contacts.seed_demo(rng, today)
+    await family_log.seed_demo(rng, today)
+    await timeline.seed_demo(rng, today)
+    await reports.seed_demo(rng, today)
 
 
 async def _load(seed: int) -> SeedReport:

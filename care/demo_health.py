@@ -29,7 +29,7 @@ from compliance.encryption import FieldCipher, field_cipher
 from tenants.context import current_tenant
 from tenants.db import default_connection
 
-SEEDED_BY = "demo"
+SEEDED_BY = "demo:seed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,19 @@ class Action(StrEnum):
     VITALS_VIEW = "vitals.view"
     VITALS_RECORD = "vitals.record"
     VITAL_RANGES_SET = "vital_ranges.set"  # a resident's own normal ranges
+    ASSESSMENT_VIEW = "assessment.view"  # ability assessments (GB/T 42195, Barthel), care-level suggestion
+    ASSESSMENT_RECORD = "assessment.record"  # record an assessment, apply its care-level suggestion
+    SERVICE_RECORD_VIEW = "service_record.view"  # the service timeline: care, meals, visits, observations
+    SERVICE_RECORD_CREATE = "service_record.create"  # care done, meals, the daily observation sheet
+    SERVICE_RECORD_CREATE_SOCIAL = "service_record.create_social"  # activities, visitors, outings
+    CHECKUP_REPORT_VIEW = "checkup_report.view"  # uploaded check-up reports: list and download
+    CHECKUP_REPORT_UPLOAD = "checkup_report.upload"  # upload and remove
+    PREFERENCES_VIEW = "preferences.view"  # diet, routine, hobbies, religion, personality, what to avoid
+    PREFERENCES_EDIT = "preferences.edit"
+    EMERGENCY_CONTACTS_VIEW = "emergency_contacts.view"  # the call list: flagged relatives and others
+    EMERGENCY_CONTACTS_EDIT = "emergency_contacts.edit"  # contacts who are not family
+    FAMILY_LOG_VIEW = "family_log.view"  # the family communication log
+    FAMILY_LOG_RECORD = "family_log.record"
     STAFF_VIEW = "staff.view"
     STAFF_MANAGE = "staff.manage"
     CLIENT_MANAGE = "client.manage"  # integrator clients of an institution or chain
@@ -106,6 +119,46 @@ PERMISSIONS: dict[Action, Grant] = {
         Level.RESIDENT, staff=_CLINICAL | {StaffRole.CAREGIVER}, scopes=frozenset({WRITE_VITALS})
     ),
     Action.VITAL_RANGES_SET: Grant(Level.RESIDENT, staff=frozenset({StaffRole.HEAD_NURSE, StaffRole.DOCTOR})),
+    # Assessments: recorded by the clinical roles and the admin (who settles care-level disputes); read
+    # by caregivers too, whose daily care follows the assessed level. Family members follow consent.
+    Action.ASSESSMENT_VIEW: Grant(Level.RESIDENT, staff=_ADMIN | _CLINICAL | {StaffRole.CAREGIVER}),
+    Action.ASSESSMENT_RECORD: Grant(Level.RESIDENT, staff=_ADMIN | _CLINICAL),
+    # The service timeline: those who care for the resident day to day read and write it; the butler, who
+    # receives visitors and organises activities and outings, writes those kinds only (care, meals and the
+    # observation sheet are health data); the admin reads it. Family members follow consent (later).
+    Action.SERVICE_RECORD_VIEW: Grant(
+        Level.RESIDENT, staff=_ADMIN | _CLINICAL | {StaffRole.CAREGIVER, StaffRole.BUTLER}
+    ),
+    Action.SERVICE_RECORD_CREATE: Grant(Level.RESIDENT, staff=_CLINICAL | {StaffRole.CAREGIVER}),
+    Action.SERVICE_RECORD_CREATE_SOCIAL: Grant(
+        Level.RESIDENT, staff=_CLINICAL | {StaffRole.CAREGIVER, StaffRole.BUTLER}
+    ),
+    # Whole hospital documents (far more than daily care needs): the clinical roles and the admin, not
+    # caregivers, who see the health record's summary; family members follow consent (the consent issue).
+    Action.CHECKUP_REPORT_VIEW: Grant(Level.RESIDENT, staff=_ADMIN | _CLINICAL),
+    Action.CHECKUP_REPORT_UPLOAD: Grant(Level.RESIDENT, staff=_ADMIN | _CLINICAL),
+    # Preferences: everyone who cares for the resident day to day reads them (caregivers serve the meals
+    # and keep the routine); intake, nurses and butlers keep them. Family members follow consent (later).
+    Action.PREFERENCES_VIEW: Grant(
+        Level.RESIDENT, staff=_ADMIN | _CLINICAL | {StaffRole.CAREGIVER, StaffRole.BUTLER}
+    ),
+    Action.PREFERENCES_EDIT: Grant(Level.RESIDENT, staff=_INTAKE | {StaffRole.NURSE, StaffRole.BUTLER}),
+    # The 3 a.m. call list: whoever may be on duty when something happens; kept by those who register
+    # relatives (family_member.add), without integrators (third parties' phones are not theirs to write).
+    Action.EMERGENCY_CONTACTS_VIEW: Grant(
+        Level.RESIDENT, staff=_ADMIN | _CLINICAL | {StaffRole.CAREGIVER, StaffRole.BUTLER}
+    ),
+    Action.EMERGENCY_CONTACTS_EDIT: Grant(
+        Level.RESIDENT, staff=_INTAKE | {StaffRole.NURSE, StaffRole.BUTLER}
+    ),
+    # The family log: butlers and head nurses keep it; nurses record the calls they make on duty (a fall
+    # at night); the admin reads it (complaints). Summaries may discuss health, so not caregivers.
+    Action.FAMILY_LOG_VIEW: Grant(
+        Level.RESIDENT, staff=_ADMIN | {StaffRole.HEAD_NURSE, StaffRole.NURSE, StaffRole.BUTLER}
+    ),
+    Action.FAMILY_LOG_RECORD: Grant(
+        Level.RESIDENT, staff=frozenset({StaffRole.HEAD_NURSE, StaffRole.NURSE, StaffRole.BUTLER})
+    ),
     Action.STAFF_VIEW: Grant(Level.INSTITUTION, staff=_ADMIN | {StaffRole.HEAD_NURSE}, chain=_ALL_CHAIN),
     Action.STAFF_MANAGE: Grant(Level.INSTITUTION, staff=_ADMIN, chain=_CHAIN_ADMIN),
     Action.CLIENT_MANAGE: Grant(Level.INSTITUTION, staff=_ADMIN, chain=_CHAIN_ADMIN),

@@ -6,8 +6,15 @@ from typing import TYPE_CHECKING
 from strawberry.dataloader import DataLoader
 from strawberry.types import Info
 
+from care.assessment_records import LatestAssessments, latest_assessments_of
+from care.emergency_contacts import EmergencyContact, load_contacts
+from care.family_log import FamilyCommunicationPage, PageKey, load_first_pages
 from care.health_record import HealthRecord, health_records_of
+from care.preferences import ResidentPreferences, load_preferences
+from care.reports import DEFAULT_MAX_FILE_BYTES, ResidentReports, reports_of
 from care.residents import FamilyMemberRecord, family_members_of
+from care.timeline import LatestKey, ServiceRecord, load_latest_records
+from care.vitals import Measure, Reading, load_latest_vitals
 from compliance.identity.login_throttle import LoginThrottle
 from compliance.principals import Principal
 from tenants.context import TenantRef
@@ -28,6 +35,16 @@ async def _load_health_records(resident_ids: list[int]) -> list[HealthRecord]:
     return [records[rid] for rid in resident_ids]
 
 
+async def _load_checkup_reports(resident_ids: list[int]) -> list[ResidentReports]:
+    found = await reports_of(resident_ids)
+    return [found[rid] for rid in resident_ids]
+
+
+async def _load_latest_assessments(resident_ids: list[int]) -> list[LatestAssessments | BaseException]:
+    found = await latest_assessments_of(resident_ids)  # an erased resident's entry is its Erased error
+    return [found[rid] for rid in resident_ids]
+
+
 async def _load_family_members(resident_ids: list[int]) -> list[list[FamilyMemberRecord]]:
     grouped = await family_members_of(resident_ids)
     return [grouped[rid] for rid in resident_ids]
@@ -46,6 +63,30 @@ class Loaders:
     health_record: DataLoader[int, HealthRecord] = field(
         default_factory=lambda: DataLoader(load_fn=_load_health_records)
     )
+    # (resident, how many, which kinds) -> the latest service records (care/timeline.py)
+    latest_services: DataLoader[LatestKey, list[ServiceRecord]] = field(
+        default_factory=lambda: DataLoader(load_fn=load_latest_records)
+    )
+    latest_assessments: DataLoader[int, LatestAssessments] = field(
+        default_factory=lambda: DataLoader(load_fn=_load_latest_assessments)
+    )
+    latest_vitals: DataLoader[int, dict[Measure, Reading]] = field(
+        default_factory=lambda: DataLoader(load_fn=load_latest_vitals)
+    )
+    checkup_reports: DataLoader[int, ResidentReports] = field(
+        default_factory=lambda: DataLoader(load_fn=_load_checkup_reports)
+    )
+    # Preferences, emergency contacts (not family), the first page of the family log: care/preferences.py,
+    # care/emergency_contacts.py, care/family_log.py (an erased resident's entry is its Erased error).
+    preferences: DataLoader[int, ResidentPreferences | None] = field(
+        default_factory=lambda: DataLoader(load_fn=load_preferences)
+    )
+    emergency_contacts: DataLoader[int, list[EmergencyContact]] = field(
+        default_factory=lambda: DataLoader(load_fn=load_contacts)
+    )
+    family_communications: DataLoader[PageKey, FamilyCommunicationPage] = field(
+        default_factory=lambda: DataLoader(load_fn=load_first_pages)
+    )
 
 
 @dataclass
@@ -61,6 +102,8 @@ class RequestContext:
     # Sign-in's throttle, for operations that check a password (api/graphql.py sets both).
     login_throttle: LoginThrottle | None = None
     client_address: str = ""
+    # The largest uploaded file (YIYANG_MAX_UPLOAD_BYTES; api/graphql.py sets it from the settings).
+    max_upload_bytes: int = DEFAULT_MAX_FILE_BYTES
 
     def require_login_throttle(self) -> LoginThrottle:
         if self.login_throttle is None:  # the app sets it at start: without it, refuse rather than not count

@@ -15,6 +15,12 @@ from care.models import (
     ResidentStatus,
 )
 from compliance.policy import Action, require, resident_scope
+from schema import assessments as assessment_fields
+from schema import emergency_contacts as contact_fields
+from schema import family_log as family_log_fields
+from schema import preferences as preference_fields
+from schema import reports as report_fields
+from schema import timeline as timeline_fields
 from schema import vitals as vital_fields
 from schema.context import YiyangInfo
 from schema.health_record import HealthRecordType, health_record_of
@@ -138,8 +144,11 @@ class ResidentType:
         nodes = [FamilyMemberType.from_model(m, self.institution_id) for m in members]
         return paginate_loaded(nodes, page, key=lambda node: node.pk)
 
-    @strawberry.field(description="Diagnoses, medications and allergies (health data).")
-    async def health_record(self, info: YiyangInfo) -> HealthRecordType:
+    @strawberry.field(
+        description="Diagnoses, medications and allergies (health data); null with an error of code GONE "
+        "for an erased resident."
+    )
+    async def health_record(self, info: YiyangInfo) -> HealthRecordType | None:
         return await health_record_of(info, self.institution_id, self.pk)
 
     @strawberry.field
@@ -152,6 +161,21 @@ class ResidentType:
     # Vital signs: resolvers in schema/vitals.py.
     vitals = strawberry.field(resolver=vital_fields.resident_vitals)
     vital_series = strawberry.field(resolver=vital_fields.resident_vital_series)
+    # Ability assessments and the care-level suggestion: resolvers in schema/assessments.py.
+    assessments = strawberry.field(resolver=assessment_fields.resident_assessments)
+    latest_assessments = strawberry.field(resolver=assessment_fields.resident_latest_assessments)
+    care_level_suggestion = strawberry.field(resolver=assessment_fields.resident_care_level_suggestion)
+    latest_vitals = strawberry.field(resolver=vital_fields.resident_latest_vitals)
+    # Check-up reports (uploaded files): resolver in schema/reports.py.
+    checkup_reports = strawberry.field(resolver=report_fields.resident_checkup_reports)
+    # Preferences, the emergency call list, the family communication log: schema/preferences.py,
+    # schema/emergency_contacts.py, schema/family_log.py.
+    preferences = strawberry.field(resolver=preference_fields.resident_preferences)
+    emergency_contacts = strawberry.field(resolver=contact_fields.resident_emergency_contacts)
+    family_communications = strawberry.field(resolver=family_log_fields.resident_family_communications)
+    # The service timeline (care, meals, activities, visitors, outings, observations): schema/timeline.py.
+    timeline = strawberry.field(resolver=timeline_fields.resident_timeline)
+    latest_services = strawberry.field(resolver=timeline_fields.resident_latest_services)
 
 
 @strawberry.input

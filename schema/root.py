@@ -8,13 +8,19 @@ from strawberry.extensions.max_aliases import create_validator as alias_limit_ru
 from strawberry.extensions.query_depth_limiter import create_validator as depth_limit_rule
 from strawberry.types import ExecutionContext
 
+from schema.assessments import AssessmentMutations, AssessmentQueries
 from schema.document_limits import DocumentLimits, DocumentLimitsAndCache
+from schema.emergency_contacts import EmergencyContactMutations
 from schema.execution import YiyangExecutionContext
+from schema.family_log import FamilyLogMutations
 from schema.health_record import HealthRecordMutations
 from schema.identity import IdentityMutations, IdentityQueries
 from schema.institutions import InstitutionMutations, InstitutionQueries
+from schema.preferences import PreferencesMutations
 from schema.rate_limits import RateLimits
+from schema.reports import CheckupReportMutations
 from schema.residents import ResidentMutations, ResidentQueries
+from schema.timeline import SERVICE_RECORD_TYPES, TimelineMutations
 from schema.vitals import VitalMutations
 from tenants.errors import DomainError
 
@@ -33,13 +39,23 @@ class RequestDocumentLimits(DocumentLimitsAndCache):
 
 
 @strawberry.type
-class Query(InstitutionQueries, ResidentQueries, IdentityQueries):
+class Query(InstitutionQueries, ResidentQueries, IdentityQueries, AssessmentQueries):
     pass
 
 
 @strawberry.type
 class Mutation(
-    HealthRecordMutations, InstitutionMutations, ResidentMutations, IdentityMutations, VitalMutations
+    AssessmentMutations,
+    CheckupReportMutations,
+    EmergencyContactMutations,
+    FamilyLogMutations,
+    HealthRecordMutations,
+    InstitutionMutations,
+    ResidentMutations,
+    IdentityMutations,
+    PreferencesMutations,
+    TimelineMutations,
+    VitalMutations,
 ):
     pass
 
@@ -70,4 +86,6 @@ def build_schema() -> strawberry.Schema:
         execution_context_class=YiyangExecutionContext,
         # The class itself: strawberry constructs a bare instance per request; the caches live in `limits`.
         extensions=[RequestDocumentLimits, RateLimits],
+        # Object types reached only through an interface (ServiceRecord: one type per kind).
+        types=[*SERVICE_RECORD_TYPES],
     )

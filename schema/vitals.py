@@ -188,6 +188,15 @@ async def resident_vitals(
     )
 
 
+async def resident_latest_vitals(root: _ResidentNode, info: YiyangInfo) -> list[VitalReadingType]:
+    """The latest reading of each measure taken (a page of residents: one query for all of them)."""
+    require(info.context.principal, Action.VITALS_VIEW, institution=root.institution_id, resident_id=root.pk)
+    latest = await info.context.loaders.latest_vitals.load(root.pk)
+    return [
+        VitalReadingType.from_reading(latest[m], root.institution_id) for m in care.Measure if m in latest
+    ]
+
+
 async def resident_vital_series(
     root: _ResidentNode,
     info: YiyangInfo,

@@ -75,6 +75,82 @@ PROBES: dict[tuple[str, str, str], tuple[str, str]] = {
         "IntegratorClient",
         "mutation($id: ID!) { revokeIntegratorClient(input: {id: $id}) { client { revokedAt } } }",
     ),
+    # Preferences, emergency contacts, family log (schema/preferences.py, emergency_contacts.py,
+    # family_log.py).
+    ("mutation", "setResidentPreferences", "input.residentId"): (
+        "Resident",
+        'mutation($id: ID!) { setResidentPreferences(input: {residentId: $id, religion: "篡改"})'
+        " { preferences { id } } }",
+    ),
+    ("mutation", "addEmergencyContact", "input.residentId"): (
+        "Resident",
+        'mutation($id: ID!) { addEmergencyContact(input: {residentId: $id, name: "陌生人", role: "邻居",'
+        ' phone: "13800000000"}) { emergencyContact { id } } }',
+    ),
+    ("mutation", "updateEmergencyContact", "input.id"): (
+        "EmergencyContact",
+        'mutation($id: ID!) { updateEmergencyContact(input: {id: $id, name: "篡改"})'
+        " { emergencyContact { name } } }",
+    ),
+    ("mutation", "removeEmergencyContact", "input.id"): (
+        "EmergencyContact",
+        "mutation($id: ID!) { removeEmergencyContact(input: {id: $id}) { removedEmergencyContactId } }",
+    ),
+    ("mutation", "logFamilyCommunication", "input.residentId"): (
+        "Resident",
+        "mutation($id: ID!) { logFamilyCommunication(input: {residentId: $id,"
+        ' occurredAt: "2026-01-02T10:00:00", channel: PHONE, direction: TO_FAMILY, summary: "篡改"})'
+        " { familyCommunication { id } } }",
+    ),
+    # The family member is checked first (its institution against the acting one): the resident id here
+    # names no resident anywhere.
+    ("mutation", "logFamilyCommunication", "input.familyMemberId"): (
+        "FamilyMember",
+        "mutation($id: ID!) { logFamilyCommunication(input: {residentId: "
+        f'"{encode_id("Resident", 0, 1)}", familyMemberId: $id, occurredAt: "2026-01-02T10:00:00",'
+        ' channel: PHONE, direction: TO_FAMILY, summary: "篡改"}) { familyCommunication { id } } }',
+    ),
+    # The policy refuses before the file is read: a JSON string stands in for the upload.
+    ("mutation", "uploadCheckupReport", "input.residentId"): (
+        "Resident",
+        'mutation($id: ID!) { uploadCheckupReport(input: {residentId: $id, reportDate: "2026-01-02",'
+        ' title: "篡改", file: "%PDF-1.4"}) { report { id } } }',
+    ),
+    ("mutation", "removeCheckupReport", "input.id"): (
+        "CheckupReport",
+        "mutation($id: ID!) { removeCheckupReport(input: {id: $id}) { removedId } }",
+    ),
+    # The service timeline (schema/timeline.py).
+    ("mutation", "recordService", "input.residentId"): (
+        "Resident",
+        "mutation($id: ID!) { recordService(input: {residentId: $id, details: {care: {item: BATHING}}})"
+        " { serviceRecord { id } } }",
+    ),
+    ("mutation", "endServiceRecord", "input.id"): (
+        "ServiceRecord",
+        "mutation($id: ID!) { endServiceRecord(input: {id: $id}) { serviceRecord { id } } }",
+    ),
+    ("mutation", "removeServiceRecord", "input.id"): (
+        "ServiceRecord",
+        "mutation($id: ID!) { removeServiceRecord(input: {id: $id}) { removedId } }",
+    ),
+    # Assessments (schema/assessments.py).
+    ("mutation", "recordAssessment", "input.residentId"): (
+        "Resident",
+        "mutation($id: ID!) { recordAssessment(input: {residentId: $id, scale: BARTHEL,"
+        ' assessedOn: "2026-01-02", reason: OTHER, answers: []}) { assessment { id } } }',
+    ),
+    ("mutation", "applyCareLevelSuggestion", "input.residentId"): (
+        "Resident",
+        "mutation($id: ID!) { applyCareLevelSuggestion(input: {residentId: $id,"
+        f' assessmentId: "{encode_id("Assessment", 0, 1)}"}}) {{ resident {{ careLevel }} }} }}',
+    ),
+    # The assessment is checked first (its institution against the acting one).
+    ("mutation", "applyCareLevelSuggestion", "input.assessmentId"): (
+        "Assessment",
+        "mutation($id: ID!) { applyCareLevelSuggestion(input: {residentId: "
+        f'"{encode_id("Resident", 0, 1)}", assessmentId: $id}}) {{ resident {{ careLevel }} }} }}',
+    ),
 }
 
 

@@ -1,9 +1,17 @@
 """The health record through GraphQL: who may read and write it, userErrors, one load per page."""
 
+from datetime import date
+
 import httpx
 
+from care import health_record
+from care.models import CareLevel, Gender
+from care.residents import Admission, admit_resident
+from compliance.encryption import destroy_data_key
 from compliance.principals import Principal, PrincipalKind, StaffRole
 from schema.ids import encode_id
+from tenants.registry import NewInstitution, provision_institution, tenant_ref
+from tenants.unit_of_work import run_in_tenant
 from tests.conftest import World, gql, token_for
 
 ADD_MEDICATION = """
@@ -86,3 +94,44 @@ async def test_bad_medication_input_gives_user_errors(client: httpx.AsyncClient,
         ("doseAmount", "BAD_USER_INPUT"),
         ("endedOn", "BAD_USER_INPUT"),
     }
+
+
+async def test_an_erased_residents_record_is_gone_and_the_others_still_read(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    # An institution of its own: the world's institutions keep their six residents (tests count them).
+    registered = await provision_institution(NewInstitution(name="抹除测试养老院", region_code="test-east"))
+    institution = registered.id
+
+    async def admit_and_erase() -> tuple[int, int]:
+        erased = await admit_resident(
+            Admission("待删长者", Gender.FEMALE, date(1938, 5, 6), CareLevel.ASSISTED, date(2025, 6, 1))
+        )
+        await health_record.add_allergy(
+            erased.id,
+            health_record.NewAllergy("青霉素", health_record.AllergySeverity.SEVERE),
+            recorded_by="account:1",
+        )
+        kept = await admit_resident(
+            Admission("留存长者", Gender.MALE, date(1940, 2, 3), CareLevel.ASSISTED, date(2025, 6, 2))
+        )
+        await destroy_data_key(erased.id)
+        return erased.id, kept.id
+
+    erased_id, kept_id = await run_in_tenant(tenant_ref(registered), admit_and_erase)
+    answer = await gql(
+        client,
+        """query($erased: ID!, $other: ID!) {
+             erased: resident(id: $erased) { careLevel healthRecord { allergies { substance } } }
+             other: resident(id: $other) { healthRecord { allergies { substance } } } }""",
+        {
+            "erased": encode_id("Resident", institution, erased_id),
+            "other": encode_id("Resident", institution, kept_id),
+        },
+        token=staff(institution, StaffRole.NURSE),
+    )
+    assert [(e["path"], e["extensions"]["code"]) for e in answer["errors"]] == [
+        (["erased", "healthRecord"], "GONE")
+    ]
+    assert answer["data"]["erased"] == {"careLevel": "ASSISTED", "healthRecord": None}
+    assert answer["data"]["other"]["healthRecord"] == {"allergies": []}

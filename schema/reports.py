@@ -1,0 +1,187 @@
+"""Check-up reports (care/reports.py): the `Resident.checkupReports` connection (bound to ResidentType in
+schema/residents.py), the mutations `uploadCheckupReport` (GraphQL multipart request spec: the file is an
+`Upload` variable) and `removeCheckupReport`. The file itself is downloaded from api/files.py
+(`downloadUrl`), never through GraphQL.
+
+Reads go through a per-request DataLoader (`Loaders.checkup_reports`: metadata only, never the files).
+Every read and write asks the policy (`checkup_report.view`, `checkup_report.upload`).
+"""
+
+from datetime import date, datetime
+from typing import Protocol
+
+import strawberry
+from starlette.datastructures import UploadFile
+from strawberry.file_uploads import Upload
+
+from care import reports as care
+from care.residents import institution_today
+from compliance.policy import Action, require
+from schema.context import YiyangInfo
+from schema.ids import decode_id, encode_id
+from schema.pagination import Connection, page_request, paginate_loaded
+from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
+from tenants.errors import NotFound
+
+DOWNLOAD_PATH = "/files/checkup-reports/"
+_READ_CHUNK = 64 * 1024
+_ID_BITS = 40  # report ids stay below 2**40
+
+
+def download_url(institution_id: int, report_id: int) -> str:
+    return DOWNLOAD_PATH + encode_id("CheckupReport", institution_id, report_id)
+
+
+@strawberry.type(name="CheckupReport")
+class CheckupReportType:
+    id: strawberry.ID
+    report_date: date
+    title: str
+    issuer: str | None
+    content_type: str = strawberry.field(description="application/pdf, image/jpeg or image/png.")
+    size_bytes: int
+    uploaded_at: datetime
+    download_url: str = strawberry.field(
+        description="GET it with the same `Authorization: Bearer` header (relative to the API's origin)."
+    )
+    order: strawberry.Private[int]
+
+    @classmethod
+    def of(cls, row: care.ReportMeta, institution_id: int) -> "CheckupReportType":
+        return cls(
+            id=strawberry.ID(encode_id("CheckupReport", institution_id, row.id)),
+            report_date=row.report_date,
+            title=row.title,
+            issuer=row.issuer,
+            content_type=row.content_type.value,
+            size_bytes=row.size_bytes,
+            uploaded_at=row.uploaded_at,
+            download_url=download_url(institution_id, row.id),
+            # Newest report date first, then newest id, as one ascending whole number (the cursor key).
+            order=((date.max.toordinal() - row.report_date.toordinal()) << _ID_BITS)
+            + ((1 << _ID_BITS) - 1 - row.id),
+        )
+
+
+class _ResidentNode(Protocol):
+    """What the Resident field needs of its parent (schema.residents.ResidentType)."""
+
+    pk: int
+    institution_id: int
+
+
+async def resident_checkup_reports(
+    root: _ResidentNode, info: YiyangInfo, first: int | None = None, after: str | None = None
+) -> Connection[CheckupReportType] | None:
+    """The resident's check-up reports, newest report date first (metadata; files via downloadUrl). Null,
+    with an error of code GONE, when the resident's personal data was erased (the rest of a page reads)."""
+    require(
+        info.context.principal,
+        Action.CHECKUP_REPORT_VIEW,
+        institution=root.institution_id,
+        resident_id=root.pk,
+    )
+    page = page_request(first, after)
+    reports = (await info.context.loaders.checkup_reports.load(root.pk)).require()
+    nodes = [CheckupReportType.of(row, root.institution_id) for row in reports]
+    return paginate_loaded(nodes, page, key=lambda node: node.order)
+
+
+async def read_upload(file: object, max_bytes: int) -> care.UploadedFile | None:
+    """At most `max_bytes + 1` bytes of an upload (what lies beyond is never read into memory: Starlette
+    spools a file part to a temporary file); None when `file` is no upload (a JSON request with a string
+    where the file goes)."""
+    if not isinstance(file, UploadFile):
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while size <= max_bytes:
+            chunk = await file.read(min(_READ_CHUNK, max_bytes + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        await file.close()  # its temporary file goes now, not when the request object is collected
+    return care.UploadedFile(b"".join(chunks), file.content_type, exceeded=size > max_bytes)
+
+
+@strawberry.input
+class UploadCheckupReportInput:
+    resident_id: strawberry.ID
+    report_date: date
+    title: str
+    file: Upload = strawberry.field(
+        description="The file, sent as the GraphQL multipart request spec says: PDF, JPEG or PNG (judged "
+        "by its content), at most YIYANG_MAX_UPLOAD_BYTES (10 MiB by default)."
+    )
+    issuer: str | None = strawberry.field(default=None, description="The hospital or clinic.")
+
+
+@strawberry.input
+class RemoveCheckupReportInput:
+    id: strawberry.ID
+
+
+@strawberry.type
+class UploadCheckupReportPayload:
+    report: CheckupReportType | None
+    user_errors: list[UserError]
+
+
+@strawberry.type
+class RemoveCheckupReportPayload:
+    removed_id: strawberry.ID | None
+    user_errors: list[UserError]
+
+
+def _uploader(info: YiyangInfo) -> str:
+    principal = info.context.principal
+    return principal.subject if principal is not None else "-"
+
+
+@strawberry.type
+class CheckupReportMutations:
+    @strawberry.mutation(
+        description="Upload a check-up report of a resident (multipart request; clinical staff, admin)."
+    )
+    async def upload_checkup_report(
+        self, info: YiyangInfo, input: UploadCheckupReportInput
+    ) -> UploadCheckupReportPayload:
+        from schema.residents import _resident_pk  # schema.residents imports this module
+
+        institution_id, pk = _resident_pk(info, input.resident_id, Action.CHECKUP_REPORT_UPLOAD, "residentId")
+        file = await read_upload(input.file, info.context.max_upload_bytes)
+        new = care.NewReport(report_date=input.report_date, title=input.title, file=file, issuer=input.issuer)
+        try:
+            row = await care.add_report(
+                pk,
+                new,
+                uploaded_by=_uploader(info),
+                today=institution_today(),
+                max_bytes=info.context.max_upload_bytes,
+            )
+        except USER_ERROR_TYPES as error:
+            return UploadCheckupReportPayload(
+                report=None, user_errors=user_errors(error, info.context.locale)
+            )
+        return UploadCheckupReportPayload(report=CheckupReportType.of(row, institution_id), user_errors=[])
+
+    @strawberry.mutation(description="Remove a check-up report (clinical staff, admin).")
+    async def remove_checkup_report(
+        self, info: YiyangInfo, input: RemoveCheckupReportInput
+    ) -> RemoveCheckupReportPayload:
+        institution_id, report_id = decode_id("CheckupReport", input.id, 2)
+        require(info.context.principal, Action.CHECKUP_REPORT_UPLOAD, institution=institution_id)
+        if info.context.require_tenant().institution_id != institution_id:
+            raise NotFound("Not found.")
+        resident_id = await care.resident_of_report(report_id)
+        require(
+            info.context.principal,
+            Action.CHECKUP_REPORT_UPLOAD,
+            institution=institution_id,
+            resident_id=resident_id,
+        )
+        await care.remove_report(resident_id, report_id)
+        return RemoveCheckupReportPayload(removed_id=input.id, user_errors=[])
