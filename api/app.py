@@ -13,7 +13,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from api.authorize import authorize_endpoint
-from api.files import CHECKUP_REPORT_PATH, CheckupReportDownload
+from api.files import (
+    CHECKUP_REPORT_PATH,
+    CHECKUP_REPORTS,
+    RESIDENT_PHOTO_PATH,
+    RESIDENT_PHOTOS,
+    SealedFileDownload,
+)
 from api.graphql import GraphQLEndpoint, GraphQLView
 from api.health import healthz
 from api.metrics import Metrics
@@ -76,7 +82,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
-            Route(CHECKUP_REPORT_PATH, CheckupReportDownload(graphql), methods=["GET"]),
+            Route(CHECKUP_REPORT_PATH, SealedFileDownload(graphql, CHECKUP_REPORTS), methods=["GET"]),
+            Route(RESIDENT_PHOTO_PATH, SealedFileDownload(graphql, RESIDENT_PHOTOS), methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/.well-known/jwks.json", jwks, methods=["GET"]),

@@ -1,19 +1,26 @@
-"""`GET /files/checkup-reports/{id}`: the file of a check-up report, decrypted, for staff who may see it.
+"""File downloads: `GET /files/checkup-reports/{id}` and `GET /files/resident-photos/{id}`, the sealed files
+of a resident, decrypted, for staff who may see them.
 
-The same bearer token as /graphql, verified and narrowed to the acting institution by the GraphQL
-endpoint's own code (`GraphQLEndpoint.acting`, so the `Yiyang-Institution` header works the same way);
-the policy is asked (`checkup_report.view`) for the report's institution, then for its resident, before
-the file is read and opened. The report id is the GraphQL id (`CheckupReport.id`; `downloadUrl` gives the
-whole path).
+One endpoint class serves every kind of file (`SealedFileDownload`, told by a `FileKind` what the id names,
+which action the policy asks and how the file is found and opened). The same bearer token as /graphql,
+verified and narrowed to the acting institution by the GraphQL endpoint's own code
+(`GraphQLEndpoint.acting`, so the `Yiyang-Institution` header works the same way); the policy is asked
+for the file's institution, then for its resident, before the file is read and opened. The id is the
+GraphQL id (`CheckupReport.id`, `ResidentPhoto.id`; `downloadUrl` gives the whole path).
 
-The file goes out as an attachment with its sniffed type (`Content-Type`), `X-Content-Type-Options:
-nosniff` (a browser never renders it as something else) and `Cache-Control: no-store` (no proxy or
-browser cache keeps health data). Refusals are JSON like the OAuth2 endpoints' (`error`,
-`error_description`): 401 without a valid token, 403 for a role that may not see reports, 404 for an
-unknown id or one of another institution, 410 when the resident's personal data was erased.
+The file goes out with its sniffed type (`Content-Type`), as an attachment (reports) or inline (photos,
+shown on the resident's card), with `X-Content-Type-Options: nosniff` (a browser never renders it as
+something else) and `Cache-Control: no-store` (no proxy or browser cache keeps personal data). Refusals
+are JSON like the OAuth2 endpoints' (`error`, `error_description`): 401 without a valid token, 403 for a
+role that may not see the file, 404 for an unknown id or one of another institution, 410 when the
+resident's personal data was erased.
 """
 
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse, Response
@@ -21,7 +28,7 @@ from starlette.types import Receive, Scope, Send
 
 from api.graphql import GraphQLEndpoint
 from api.middleware import request_id_of
-from care import reports
+from care import photos, reports
 from compliance.policy import Action, require
 from schema.i18n import negotiate_locale, translate
 from schema.ids import decode_id
@@ -30,7 +37,8 @@ from tenants.unit_of_work import run_in_tenant
 
 log = logging.getLogger("yiyang.files")
 
-CHECKUP_REPORT_PATH = "/files/checkup-reports/{report_id}"
+CHECKUP_REPORT_PATH = "/files/checkup-reports/{file_id}"
+RESIDENT_PHOTO_PATH = "/files/resident-photos/{file_id}"
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _STATUS_OF: tuple[tuple[type[DomainError], int], ...] = (
     (Unauthenticated, 401),
@@ -41,11 +49,45 @@ _STATUS_OF: tuple[tuple[type[DomainError], int], ...] = (
 )
 
 
-class CheckupReportDownload:
-    """The ASGI endpoint of CHECKUP_REPORT_PATH."""
+class SealedFile(Protocol):
+    """A file opened for a download (care.reports.ReportFile, care.photos.PhotoFile)."""
 
-    def __init__(self, graphql: GraphQLEndpoint) -> None:
+    @property
+    def content(self) -> bytes: ...
+
+    @property
+    def content_type(self) -> StrEnum: ...
+
+    @property
+    def file_name(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FileKind:
+    """What a download endpoint serves: the GraphQL type its ids name, the action the policy asks, the
+    resident a file belongs to (NotFound), the file opened (NotFound, Erased), and how it is shown."""
+
+    type_name: str
+    action: Action
+    resident_of: Callable[[int], Awaitable[int]]
+    open: Callable[[int, int], Awaitable[SealedFile]]
+    inline: bool = False
+
+
+CHECKUP_REPORTS = FileKind(
+    "CheckupReport", Action.CHECKUP_REPORT_VIEW, reports.resident_of_report, reports.report_file
+)
+RESIDENT_PHOTOS = FileKind(
+    "ResidentPhoto", Action.RESIDENT_PHOTO_VIEW, photos.resident_of_photo, photos.photo_file, inline=True
+)
+
+
+class SealedFileDownload:
+    """The ASGI endpoint of a download path (`{file_id}` in it) for one kind of file."""
+
+    def __init__(self, graphql: GraphQLEndpoint, kind: FileKind) -> None:
         self.graphql = graphql
+        self.kind = kind
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope=scope)
@@ -56,32 +98,33 @@ class CheckupReportDownload:
         await response(scope, receive, send)
 
     async def _download(self, scope: Scope, headers: Headers) -> Response:
+        kind = self.kind
         principal, tenant = await self.graphql.acting(headers)
-        given = str(scope.get("path_params", {}).get("report_id", ""))
-        institution_id, report_id = decode_id("CheckupReport", given, 2)
-        require(principal, Action.CHECKUP_REPORT_VIEW, institution=institution_id)
+        given = str(scope.get("path_params", {}).get("file_id", ""))
+        institution_id, file_id = decode_id(kind.type_name, given, 2)
+        require(principal, kind.action, institution=institution_id)
         if tenant is None or tenant.institution_id != institution_id:
             raise NotFound("Not found.")
 
-        async def read() -> reports.ReportFile:
-            resident_id = await reports.resident_of_report(report_id)
-            require(
-                principal, Action.CHECKUP_REPORT_VIEW, institution=institution_id, resident_id=resident_id
-            )
-            return await reports.report_file(resident_id, report_id)
+        async def read() -> SealedFile:
+            resident_id = await kind.resident_of(file_id)
+            require(principal, kind.action, institution=institution_id, resident_id=resident_id)
+            return await kind.open(resident_id, file_id)
 
         found = await run_in_tenant(tenant, read)
         log.info(
-            "checkup report %s downloaded by %s (request %s)",
-            report_id,
+            "%s %s downloaded by %s (request %s)",
+            kind.type_name,
+            file_id,
             principal.subject,
             request_id_of(scope),
         )
+        disposition = "inline" if kind.inline else "attachment"
         return Response(
             found.content,
             media_type=found.content_type.value,
             headers={
-                "Content-Disposition": f'attachment; filename="{found.file_name}"',
+                "Content-Disposition": f'{disposition}; filename="{found.file_name}"',
                 "X-Content-Type-Options": "nosniff",
                 **_NO_STORE,
             },

@@ -18,7 +18,7 @@ from strawberry.types import ExecutionResult
 from api.errors import graphql_error_response
 from api.metrics import Metrics
 from api.middleware import request_id_of
-from care.reports import DEFAULT_MAX_FILE_BYTES
+from care.uploads import DEFAULT_MAX_FILE_BYTES
 from compliance.acting import act_in
 from compliance.identity.access_tokens import verify_access_token
 from compliance.identity.keys import MAX_ACCESS_TOKEN_LIFETIME_SECONDS

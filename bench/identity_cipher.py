@@ -27,8 +27,14 @@ class IdentityCipher:
     async def take_data_keys(self, rows: Iterable[object]) -> None:
         return None
 
+    def erased(self, subject_id: int) -> bool:
+        return False
+
     async def encrypt(self, value: str | bytes, **where: object) -> bytes:
         return value.encode() if isinstance(value, str) else bytes(value)
+
+    async def open_row(self, sealed: Iterable[bytes | None], **where: object) -> list[bytes | None]:
+        return [None if value is None else bytes(value) for value in sealed]
 
     async def decrypt(self, ciphertext: bytes, **where: object) -> bytes:
         return bytes(ciphertext)

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from faker import Faker
 from tortoise import Tortoise, connections
 
-from care import assessment_records, emergency_contacts, family_log, preferences, reports, timeline
+from care import assessment_records, emergency_contacts, family_log, photos, preferences, reports, timeline
 from care.demo_accounts import seed_demo_accounts
 from care.demo_health import seed_health_records, seed_vitals
 from care.models import (
@@ -389,6 +389,7 @@ async def _record(rng: random.Random, today: date) -> None:
     await family_log.seed_demo(rng, today)
     await timeline.seed_demo(rng, today)
     await reports.seed_demo(rng, today)
+    await photos.seed_demo(rng, today)
 
 
 async def _load(seed: int) -> SeedReport:

@@ -6,6 +6,11 @@ id is taken from its sequence first, because the ciphertexts are bound to it.
 
 Input is checked as a whole and reported together (ValidationFailed): nothing is written unless all of it
 is valid. Reads of many residents at once (`health_records_of`) load their data keys in one query.
+
+Corrections (migrations/tenant/0011_health_record_corrections.sql): a diagnosis or an allergy is changed in
+place, only its changed columns sealed again under the same row id; an entry recorded in error is marked
+(`entered_in_error_at`, `entered_in_error_by`), not deleted, and from then on left out of every read and
+every change (NotFound). Changes and marks of an erased resident's record raise Erased.
 """
 
 import re
@@ -13,15 +18,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Any
 
 from care.residents import next_ids
 from compliance.encryption import FieldCipher, field_cipher
 from tenants.db import default_connection
-from tenants.errors import InvalidInput, NotFound, ValidationFailed, raise_if_any
+from tenants.errors import Erased, InvalidInput, NotFound, ValidationFailed, raise_if_any
 
 MAX_TEXT = 200
+ERASED = "The personal data of this resident was erased."
 MAX_DOSE = Decimal(10_000)
 _ICD10 = re.compile(r"^[A-TV-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?$")
 
@@ -106,6 +112,44 @@ class NewAllergy:
     reaction: str | None = None
 
 
+class Keep(Enum):
+    """A date left out of a change keeps its value (None clears it)."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+
+
+@dataclass(frozen=True, slots=True)
+class DiagnosisChanges:
+    """Texts left None keep their value, an empty one clears an optional text (icd10, note); dates left
+    KEEP keep theirs, None clears them."""
+
+    condition: str | None = None
+    icd10: str | None = None
+    note: str | None = None
+    diagnosed_on: date | Keep | None = KEEP
+    resolved_on: date | Keep | None = KEEP
+
+
+@dataclass(frozen=True, slots=True)
+class AllergyChanges:
+    """Fields left None keep their value; an empty reaction clears it."""
+
+    substance: str | None = None
+    reaction: str | None = None
+    severity: AllergySeverity | None = None
+
+
+class Entry(StrEnum):
+    """The kinds of health-record entries, by table."""
+
+    DIAGNOSIS = "diagnosis"
+    MEDICATION = "medication"
+    ALLERGY = "allergy"
+
+
 @dataclass(frozen=True, slots=True)
 class Diagnosis:
     id: int
@@ -170,14 +214,19 @@ def _not_after(day: date | None, today: date, name: str, problems: list[InvalidI
         problems.append(InvalidInput("The date cannot be in the future.", field=name))
 
 
-def check_diagnosis(new: NewDiagnosis, today: date) -> NewDiagnosis:
-    problems: list[InvalidInput] = []
-    condition = _text(new.condition, "condition", problems, required=True)
-    icd10 = _text(new.icd10, "icd10", problems, required=False)
+def _icd10(value: str | None, problems: list[InvalidInput]) -> str | None:
+    icd10 = _text(value, "icd10", problems, required=False)
     if icd10 is not None:
         icd10 = icd10.upper()
         if not _ICD10.match(icd10):
             problems.append(InvalidInput("Not an ICD-10 code (e.g. I10, E11.9).", field="icd10"))
+    return icd10
+
+
+def check_diagnosis(new: NewDiagnosis, today: date) -> NewDiagnosis:
+    problems: list[InvalidInput] = []
+    condition = _text(new.condition, "condition", problems, required=True)
+    icd10 = _icd10(new.icd10, problems)
     note = _text(new.note, "note", problems, required=False)
     _not_after(new.diagnosed_on, today, "diagnosedOn", problems)
     _not_after(new.resolved_on, today, "resolvedOn", problems)
@@ -185,6 +234,31 @@ def check_diagnosis(new: NewDiagnosis, today: date) -> NewDiagnosis:
         problems.append(InvalidInput("Resolved before it was diagnosed.", field="resolvedOn"))
     raise_if_any(problems)
     return NewDiagnosis(condition or "", icd10, note, new.diagnosed_on, new.resolved_on)
+
+
+def check_diagnosis_changes(current: Diagnosis, changes: DiagnosisChanges, today: date) -> Diagnosis:
+    """`current` with `changes` applied, every problem of the changes reported at once (ValidationFailed):
+    the same rules as a new diagnosis, on the dates as they would be after the change."""
+    problems: list[InvalidInput] = []
+    condition = current.condition
+    if changes.condition is not None:
+        condition = _text(changes.condition, "condition", problems, required=True) or ""
+    icd10 = current.icd10 if changes.icd10 is None else _icd10(changes.icd10, problems)
+    note = current.note
+    if changes.note is not None:
+        note = _text(changes.note, "note", problems, required=False)
+    diagnosed_on, resolved_on = current.diagnosed_on, current.resolved_on
+    if not isinstance(changes.diagnosed_on, Keep):
+        diagnosed_on = changes.diagnosed_on
+        _not_after(diagnosed_on, today, "diagnosedOn", problems)
+    if not isinstance(changes.resolved_on, Keep):
+        resolved_on = changes.resolved_on
+        _not_after(resolved_on, today, "resolvedOn", problems)
+    if diagnosed_on and resolved_on and resolved_on < diagnosed_on:
+        field = "diagnosedOn" if isinstance(changes.resolved_on, Keep) else "resolvedOn"
+        problems.append(InvalidInput("Resolved before it was diagnosed.", field=field))
+    raise_if_any(problems)
+    return Diagnosis(current.id, current.resident_id, condition, icd10, note, diagnosed_on, resolved_on)
 
 
 def check_medication(new: NewMedication) -> NewMedication:
@@ -214,6 +288,19 @@ def check_allergy(new: NewAllergy) -> NewAllergy:
     reaction = _text(new.reaction, "reaction", problems, required=False)
     raise_if_any(problems)
     return NewAllergy(substance or "", new.severity, reaction)
+
+
+def check_allergy_changes(current: Allergy, changes: AllergyChanges) -> Allergy:
+    """`current` with `changes` applied, every problem reported at once (ValidationFailed)."""
+    problems: list[InvalidInput] = []
+    substance = current.substance
+    if changes.substance is not None:
+        substance = _text(changes.substance, "substance", problems, required=True) or ""
+    reaction = current.reaction
+    if changes.reaction is not None:
+        reaction = _text(changes.reaction, "reaction", problems, required=False)
+    raise_if_any(problems)
+    return Allergy(current.id, current.resident_id, substance, reaction, changes.severity or current.severity)
 
 
 # Storage -----------------------------------------------------------------------------------------
@@ -256,17 +343,18 @@ async def _insert_sealed(
 
 
 async def _open(cipher: FieldCipher, table: str, row: Mapping[str, Any]) -> dict[str, str | None]:
-    opened: dict[str, str | None] = {}
-    for column in SEALED_COLUMNS[table]:
-        sealed = row[column]
-        opened[column] = (
-            None
-            if sealed is None
-            else await cipher.decrypt_text(
-                sealed, table=table, column=column, row_id=row["id"], subject_id=row["resident_id"]
-            )
-        )
-    return opened
+    columns = SEALED_COLUMNS[table]
+    opened = await cipher.open_row(
+        [row[column] for column in columns],
+        table=table,
+        columns=columns,
+        row_id=row["id"],
+        subject_id=row["resident_id"],
+    )
+    return {
+        column: None if value is None else value.decode()
+        for column, value in zip(columns, opened, strict=True)
+    }
 
 
 def _dose_text(amount: Decimal, unit: DoseUnit) -> str:
@@ -335,24 +423,140 @@ async def add_medication(resident_id: int, new: NewMedication, *, recorded_by: s
     )
 
 
-async def resident_of_medication(medication_id: int) -> int:
-    rows = await _execute("SELECT resident_id FROM medication WHERE id = $1", [medication_id])
+async def resident_of_entry(entry: Entry, row_id: int) -> int:
+    """The resident of a diagnosis, medication or allergy; NotFound if there is none or it was marked as
+    entered in error."""
+    rows = await _execute(
+        f"SELECT resident_id FROM {entry.value} WHERE id = $1 AND entered_in_error_at IS NULL", [row_id]
+    )
     if not rows:
         raise NotFound("Not found.")
     return int(rows[0]["resident_id"])
 
 
-async def end_medication(resident_id: int, medication_id: int, ended_on: date) -> Medication:
+async def resident_of_medication(medication_id: int) -> int:
+    return await resident_of_entry(Entry.MEDICATION, medication_id)
+
+
+async def _entry_to_change(entry: Entry, resident_id: int, row_id: int) -> Mapping[str, Any]:
+    """The entry's row, locked until the unit of work ends; NotFound if it is not the resident's or was
+    marked as entered in error."""
     rows = await _execute(
-        "SELECT * FROM medication WHERE id = $1 AND resident_id = $2 FOR UPDATE", [medication_id, resident_id]
+        f"SELECT * FROM {entry.value} WHERE id = $1 AND resident_id = $2 AND entered_in_error_at IS NULL"
+        " FOR UPDATE",
+        [row_id, resident_id],
     )
     if not rows:
         raise NotFound("Not found.")
-    if ended_on < rows[0]["started_on"]:
-        raise ValidationFailed([InvalidInput("It cannot end before it started.", field="endedOn")])
-    await _execute("UPDATE medication SET ended_on = $2 WHERE id = $1", [medication_id, ended_on])
+    return rows[0]
+
+
+async def _writable_cipher(resident_id: int) -> FieldCipher:
+    """The cipher with the resident's data keys read; Erased if they were destroyed."""
     cipher = await field_cipher()
-    return await _medication(cipher, {**rows[0], "ended_on": ended_on})
+    await cipher.load_data_keys([resident_id])
+    if cipher.erased(resident_id):
+        raise Erased(ERASED)
+    return cipher
+
+
+async def _update_entry(
+    cipher: FieldCipher,
+    entry: Entry,
+    row: Mapping[str, Any],
+    sealed: Mapping[str, str | None],
+    plain: Mapping[str, object],
+    changed_by: str,
+) -> None:
+    """Seal `sealed` (only the changed columns) under the row's id and write them with `plain`."""
+    values: dict[str, object] = dict(plain)
+    for column, value in sealed.items():
+        values[column] = (
+            None
+            if value is None
+            else await cipher.encrypt(
+                value, table=entry.value, column=column, row_id=row["id"], subject_id=row["resident_id"]
+            )
+        )
+    if not values:
+        return
+    assignments = ", ".join(f"{column} = ${n}" for n, column in enumerate(values, start=3))
+    # Table and column names come from Entry and SEALED_COLUMNS, never from input.
+    await _execute(
+        f"UPDATE {entry.value} SET {assignments}, updated_at = now(), updated_by = $2 WHERE id = $1",
+        [row["id"], changed_by, *values.values()],
+    )
+
+
+def _changed(before: object, after: object, columns: Iterable[str]) -> dict[str, Any]:
+    return {
+        column: getattr(after, column)
+        for column in columns
+        if getattr(after, column) != getattr(before, column)
+    }
+
+
+async def end_medication(
+    resident_id: int, medication_id: int, ended_on: date, *, changed_by: str | None = None
+) -> Medication:
+    row = await _entry_to_change(Entry.MEDICATION, resident_id, medication_id)
+    if ended_on < row["started_on"]:
+        raise ValidationFailed([InvalidInput("It cannot end before it started.", field="endedOn")])
+    await _execute(
+        "UPDATE medication SET ended_on = $2, updated_at = now(), updated_by = $3 WHERE id = $1",
+        [medication_id, ended_on, changed_by],
+    )
+    cipher = await field_cipher()
+    return await _medication(cipher, {**row, "ended_on": ended_on})
+
+
+async def update_diagnosis(
+    resident_id: int, diagnosis_id: int, changes: DiagnosisChanges, *, changed_by: str, today: date
+) -> Diagnosis:
+    """Correct a diagnosis (e.g. mark it resolved): checked whole first (ValidationFailed, nothing
+    written), then only the changed columns sealed again under the same row id. NotFound, Erased."""
+    row = await _entry_to_change(Entry.DIAGNOSIS, resident_id, diagnosis_id)
+    cipher = await _writable_cipher(resident_id)
+    current = await _diagnosis(cipher, row)
+    updated = check_diagnosis_changes(current, changes, today)
+    await _update_entry(
+        cipher,
+        Entry.DIAGNOSIS,
+        row,
+        _changed(current, updated, SEALED_COLUMNS["diagnosis"]),
+        _changed(current, updated, ("diagnosed_on", "resolved_on")),
+        changed_by,
+    )
+    return updated
+
+
+async def update_allergy(
+    resident_id: int, allergy_id: int, changes: AllergyChanges, *, changed_by: str
+) -> Allergy:
+    """Correct an allergy, as `update_diagnosis` does a diagnosis."""
+    row = await _entry_to_change(Entry.ALLERGY, resident_id, allergy_id)
+    cipher = await _writable_cipher(resident_id)
+    current = await _allergy(cipher, row)
+    updated = check_allergy_changes(current, changes)
+    sealed = _changed(current, updated, SEALED_COLUMNS["allergy"])
+    if "severity" in sealed:
+        sealed["severity"] = updated.severity.value
+    await _update_entry(cipher, Entry.ALLERGY, row, sealed, {}, changed_by)
+    return updated
+
+
+async def mark_entered_in_error(entry: Entry, resident_id: int, row_id: int, *, marked_by: str) -> None:
+    """Take an entry recorded in error out of the record: it is kept (sealed) and marked with when and by
+    whom, and no read or change sees it again. NotFound, Erased."""
+    await _writable_cipher(resident_id)
+    # execute_query_dict: tortoise's execute_query returns no rows for an UPDATE, RETURNING or not.
+    rows = await default_connection().execute_query_dict(
+        f"""UPDATE {entry.value} SET entered_in_error_at = now(), entered_in_error_by = $3
+            WHERE id = $1 AND resident_id = $2 AND entered_in_error_at IS NULL RETURNING id""",
+        [row_id, resident_id, marked_by],
+    )
+    if not rows:
+        raise NotFound("Not found.")
 
 
 async def add_allergy(resident_id: int, new: NewAllergy, *, recorded_by: str) -> Allergy:
@@ -367,6 +571,30 @@ async def add_allergy(resident_id: int, new: NewAllergy, *, recorded_by: str) ->
         {"recorded_by": recorded_by},
     )
     return Allergy(row_id, resident_id, checked.substance, checked.reaction, checked.severity)
+
+
+async def _diagnosis(cipher: FieldCipher, row: Mapping[str, Any]) -> Diagnosis:
+    opened = await _open(cipher, "diagnosis", row)
+    return Diagnosis(
+        row["id"],
+        row["resident_id"],
+        opened["condition"] or "",
+        opened["icd10"],
+        opened["note"],
+        row["diagnosed_on"],
+        row["resolved_on"],
+    )
+
+
+async def _allergy(cipher: FieldCipher, row: Mapping[str, Any]) -> Allergy:
+    opened = await _open(cipher, "allergy", row)
+    return Allergy(
+        row["id"],
+        row["resident_id"],
+        opened["substance"] or "",
+        opened["reaction"],
+        AllergySeverity(opened["severity"]),
+    )
 
 
 async def _medication(cipher: FieldCipher, row: Mapping[str, Any]) -> Medication:
@@ -397,36 +625,12 @@ async def health_records_of(resident_ids: Iterable[int]) -> dict[int, HealthReco
     for resident_id in wanted:
         records[resident_id].erased = cipher.erased(resident_id)
     readable = [resident_id for resident_id in wanted if not records[resident_id].erased]
-    for row in await _execute(
-        "SELECT * FROM diagnosis WHERE resident_id = ANY($1::bigint[]) ORDER BY id", [readable]
-    ):
-        opened = await _open(cipher, "diagnosis", row)
-        records[row["resident_id"]].diagnoses.append(
-            Diagnosis(
-                row["id"],
-                row["resident_id"],
-                opened["condition"] or "",
-                opened["icd10"],
-                opened["note"],
-                row["diagnosed_on"],
-                row["resolved_on"],
-            )
-        )
-    for row in await _execute(
-        "SELECT * FROM medication WHERE resident_id = ANY($1::bigint[]) ORDER BY id", [readable]
-    ):
+    # Entries marked as entered in error stay in the tables but are no longer part of the record.
+    current = "resident_id = ANY($1::bigint[]) AND entered_in_error_at IS NULL ORDER BY id"
+    for row in await _execute(f"SELECT * FROM diagnosis WHERE {current}", [readable]):
+        records[row["resident_id"]].diagnoses.append(await _diagnosis(cipher, row))
+    for row in await _execute(f"SELECT * FROM medication WHERE {current}", [readable]):
         records[row["resident_id"]].medications.append(await _medication(cipher, row))
-    for row in await _execute(
-        "SELECT * FROM allergy WHERE resident_id = ANY($1::bigint[]) ORDER BY id", [readable]
-    ):
-        opened = await _open(cipher, "allergy", row)
-        records[row["resident_id"]].allergies.append(
-            Allergy(
-                row["id"],
-                row["resident_id"],
-                opened["substance"] or "",
-                opened["reaction"],
-                AllergySeverity(opened["severity"]),
-            )
-        )
+    for row in await _execute(f"SELECT * FROM allergy WHERE {current}", [readable]):
+        records[row["resident_id"]].allergies.append(await _allergy(cipher, row))
     return records

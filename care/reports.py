@@ -6,8 +6,8 @@ to it (migrations/tenant/0008_checkup_reports.sql). Plain are the resident, the 
 newest first), the content type (sniffed from the bytes: one of three), the size, who uploaded it and
 when.
 
-A file's type is decided by its first bytes (PDF `%PDF-`, JPEG `FF D8 FF`, PNG's signature), never by the
-name or the declared type alone: a declared type that contradicts the bytes is refused too. Input is
+A file's type is decided by its first bytes, never by the name or the declared type alone (care/uploads.py:
+the checks every upload passes, with residents' photos). Input is
 checked as a whole and reported together (ValidationFailed): nothing is written unless all of it is
 valid. Reads of many residents at once (`reports_of`) select the metadata only, never the files, and
 load the residents' data keys in one query.
@@ -17,10 +17,11 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from care.residents import get_resident, next_ids
+from care.uploads import DOCUMENTS, ContentType, UploadedFile, check_file, resident_of_file
+from care.uploads import sniff as sniff  # re-exported: a report's kind is what sniff says
 from compliance.encryption import DataKeyDestroyed, FieldCipher, field_cipher
 from tenants.db import default_connection
 from tenants.errors import Erased, InvalidInput, NotFound, raise_if_any
@@ -28,48 +29,9 @@ from tenants.errors import Erased, InvalidInput, NotFound, raise_if_any
 TABLE = "checkup_report"
 MAX_TITLE = 200
 MAX_ISSUER = 200
-DEFAULT_MAX_FILE_BYTES = 10 * 1024 * 1024  # the default of YIYANG_MAX_UPLOAD_BYTES (api/settings.py)
 ERASED = "The personal data of this resident was erased."
-# Declared types that say nothing either way (a browser or client that does not know): the bytes decide.
-_UNDECLARED = frozenset({"", "application/octet-stream", "binary/octet-stream"})
-
-
-class ReportContentType(StrEnum):
-    PDF = "application/pdf"
-    JPEG = "image/jpeg"
-    PNG = "image/png"
-
-    @property
-    def extension(self) -> str:
-        return {"application/pdf": "pdf", "image/jpeg": "jpg", "image/png": "png"}[self.value]
-
-
-_SIGNATURES: tuple[tuple[bytes, ReportContentType], ...] = (
-    (b"%PDF-", ReportContentType.PDF),
-    (b"\xff\xd8\xff", ReportContentType.JPEG),
-    (b"\x89PNG\r\n\x1a\n", ReportContentType.PNG),
-)
-# Declared types a client may send for each kind (image/jpg and image/pjpeg are seen in the wild).
-_DECLARED_AS: Mapping[ReportContentType, frozenset[str]] = {
-    ReportContentType.PDF: frozenset({"application/pdf", "application/x-pdf"}),
-    ReportContentType.JPEG: frozenset({"image/jpeg", "image/jpg", "image/pjpeg"}),
-    ReportContentType.PNG: frozenset({"image/png"}),
-}
-
-
-def sniff(content: bytes) -> ReportContentType | None:
-    """The type the file's first bytes say it is, or None when it is none of PDF, JPEG, PNG."""
-    return next((kind for magic, kind in _SIGNATURES if content.startswith(magic)), None)
-
-
-@dataclass(frozen=True, slots=True)
-class UploadedFile:
-    """An upload as read: at most `max_bytes + 1` bytes (`exceeded` when there were more than `max_bytes`:
-    the rest was never read), and the type the client declared, if any."""
-
-    content: bytes
-    declared_type: str | None = None
-    exceeded: bool = False
+# The kinds of file a report may be (care/uploads.py decides a file's kind by its content).
+ReportContentType = ContentType
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,31 +111,6 @@ def _text(
     return cleaned
 
 
-def _check_file(
-    file: UploadedFile | None, max_bytes: int, problems: list[InvalidInput]
-) -> ReportContentType | None:
-    if file is None:
-        problems.append(InvalidInput("This field is required.", field="file"))
-        return None
-    if file.exceeded or len(file.content) > max_bytes:
-        problems.append(
-            InvalidInput("The file is larger than {max} MiB.", field="file", max=f"{max_bytes / 2**20:g}")
-        )
-        return None
-    if not file.content:
-        problems.append(InvalidInput("The file is empty.", field="file"))
-        return None
-    kind = sniff(file.content)
-    if kind is None:
-        problems.append(InvalidInput("Only PDF, JPEG or PNG files are accepted.", field="file"))
-        return None
-    declared = (file.declared_type or "").split(";")[0].strip().lower()
-    if declared not in _UNDECLARED and declared not in _DECLARED_AS[kind]:
-        problems.append(InvalidInput("The file's content does not match its declared type.", field="file"))
-        return None
-    return kind
-
-
 def check_report(new: NewReport, *, birth_date: date, today: date, max_bytes: int) -> CheckedReport:
     problems: list[InvalidInput] = []
     title = _text(new.title, "title", MAX_TITLE, problems, required=True)
@@ -182,7 +119,7 @@ def check_report(new: NewReport, *, birth_date: date, today: date, max_bytes: in
         problems.append(InvalidInput("The date cannot be in the future.", field="reportDate"))
     elif new.report_date < birth_date:
         problems.append(InvalidInput("The report cannot be older than the resident.", field="reportDate"))
-    kind = _check_file(new.file, max_bytes, problems)
+    kind = check_file(new.file, problems, accepted=DOCUMENTS, max_bytes=max_bytes)
     raise_if_any(problems)
     assert kind is not None and title is not None and new.file is not None  # else reported above
     return CheckedReport(new.report_date, title, issuer, kind, new.file.content)
@@ -260,10 +197,7 @@ async def add_report(
 
 async def resident_of_report(report_id: int) -> int:
     """The resident a report belongs to (NotFound): the policy is asked before anything is opened."""
-    rows = await _execute(f"SELECT resident_id FROM {TABLE} WHERE id = $1", [report_id])
-    if not rows:
-        raise NotFound("Not found.")
-    return int(rows[0]["resident_id"])
+    return await resident_of_file(TABLE, report_id)
 
 
 async def report_file(resident_id: int, report_id: int) -> ReportFile:

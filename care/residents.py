@@ -36,6 +36,7 @@ from compliance.encryption import (
     normalize_phone,
     normalize_text,
 )
+from compliance.identity.account_models import FamilyLink
 from tenants.context import current_tenant
 from tenants.errors import Conflict, Erased, InvalidInput, NotFound, raise_if_any
 from tenants.unit_of_work import savepoint
@@ -126,7 +127,7 @@ def _unpadded(raw: bytes) -> str:
 
 
 class _Fields:
-    """Seals and opens the fields of one row of one table for one subject."""
+    """Seals the fields of one row of one table for one subject."""
 
     __slots__ = ("cipher", "row_id", "subject_id", "table")
 
@@ -136,11 +137,6 @@ class _Fields:
     async def seal(self, column: str, plaintext: bytes) -> bytes:
         return await self.cipher.encrypt(
             plaintext, table=self.table, column=column, row_id=self.row_id, subject_id=self.subject_id
-        )
-
-    async def open(self, column: str, sealed: bytes) -> bytes:
-        return await self.cipher.decrypt(
-            sealed, table=self.table, column=column, row_id=self.row_id, subject_id=self.subject_id
         )
 
 
@@ -193,6 +189,16 @@ class NewFamilyMember:
     relationship: Relationship
     phone: str
     is_emergency_contact: bool = False
+
+
+@dataclass(frozen=True)
+class FamilyMemberChanges:
+    """Fields left None keep their value."""
+
+    name: str | None = None
+    relationship: Relationship | None = None
+    phone: str | None = None
+    is_emergency_contact: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -359,28 +365,38 @@ async def next_ids(table: str, count: int) -> list[int]:
     return [row["id"] for row in rows]
 
 
+_IDENTITY_COLUMNS = (
+    "name_enc",
+    "gender_enc",
+    "birth_date_enc",
+    "id_card_number_enc",
+    "phone_enc",
+    "discharge_note_enc",
+)
+
+
 async def _open_identity(cipher: FieldCipher, row: dict) -> tuple[Identity | None, str | None]:
     """(identity, discharge note) of a resident row; (None, None) when its data key was destroyed.
     CiphertextRejected (a ciphertext that is not this row's) propagates: an error, never other data."""
-    opener = _Fields(cipher, RESIDENT_TABLE, row["id"], row["id"])
     try:
-        id_card = row["id_card_number_enc"]
-        phone = row["phone_enc"]
-        note = row["discharge_note_enc"]
-        identity = Identity(
-            name=_unpadded(await opener.open("name_enc", row["name_enc"])),
-            gender=_GENDER_OF_CODE[await opener.open("gender_enc", row["gender_enc"])],
-            birth_date=date.fromisoformat(
-                (await opener.open("birth_date_enc", row["birth_date_enc"])).decode()
-            ),
-            id_card_number=None
-            if id_card is None
-            else (await opener.open("id_card_number_enc", id_card)).decode(),
-            phone=None if phone is None else _unpadded(await opener.open("phone_enc", phone)),
+        name, gender, birth, id_card, phone, note = await cipher.open_row(
+            [row[column] for column in _IDENTITY_COLUMNS],
+            table=RESIDENT_TABLE,
+            columns=_IDENTITY_COLUMNS,
+            row_id=row["id"],
+            subject_id=row["id"],
         )
-        return identity, None if note is None else _unpadded(await opener.open("discharge_note_enc", note))
     except DataKeyDestroyed:
         return None, None
+    assert name is not None and gender is not None and birth is not None  # NOT NULL columns
+    identity = Identity(
+        name=_unpadded(name),
+        gender=_GENDER_OF_CODE[gender],
+        birth_date=date.fromisoformat(birth.decode()),
+        id_card_number=None if id_card is None else id_card.decode(),
+        phone=None if phone is None else _unpadded(phone),
+    )
+    return identity, None if note is None else _unpadded(note)
 
 
 _ROW_COLUMNS = (
@@ -646,6 +662,88 @@ async def add_family_member(resident_id: int, member: NewFamilyMember) -> Family
     return FamilyMemberRecord(pk, resident_id, name, member.relationship, phone, member.is_emergency_contact)
 
 
+async def resident_of_family_member(member_id: int) -> int:
+    rows = await Resident._choose_db().execute_query_dict(
+        "SELECT resident_id FROM family_member WHERE id = $1", [member_id]
+    )
+    if not rows:
+        raise NotFound("Not found.")
+    return int(rows[0]["resident_id"])
+
+
+async def update_family_member(
+    resident_id: int, member_id: int, changes: FamilyMemberChanges
+) -> FamilyMemberRecord:
+    """Correct a family member, checked as when added (ValidationFailed: nothing written). A changed name
+    or phone is sealed again under the resident's key with the same row id, a changed phone's blind index
+    recomputed; the other sealed column is left as it is. NotFound, Erased."""
+    member = await FamilyMember.select_for_update().get_or_none(id=member_id, resident_id=resident_id)
+    if member is None:
+        raise NotFound("Not found.")
+    cipher = await field_cipher()
+    try:
+        sealed_name, sealed_phone = await cipher.open_row(
+            [member.name_enc, member.phone_enc],
+            table=FAMILY_TABLE,
+            columns=_FAMILY_COLUMNS,
+            row_id=member.id,
+            subject_id=resident_id,
+        )
+    except DataKeyDestroyed as exc:
+        raise Erased("The personal data of this resident was erased.") from exc
+    name, phone = _unpadded(sealed_name or b""), _unpadded(sealed_phone or b"")
+    problems: list[InvalidInput] = []
+    new_name, new_phone = name, phone
+    if changes.name is not None:
+        _check_name(changes.name, "name", problems)
+        new_name = changes.name.strip()
+    if changes.phone is not None:
+        new_phone = _check_phone(changes.phone, "phone", problems)
+    raise_if_any(problems)
+    sealer = _Fields(cipher, FAMILY_TABLE, member.id, resident_id)
+    changed: list[str] = []
+    if new_name != name:
+        member.name_enc = await sealer.seal("name_enc", _padded(new_name, _NAME_BLOCK))
+        changed.append("name_enc")
+    if new_phone != phone:
+        member.phone_enc = await sealer.seal("phone_enc", _padded(new_phone, _PHONE_BLOCK))
+        member.phone_bidx = await blind_index_of_phone(cipher, FAMILY_TABLE, new_phone)
+        changed += ["phone_enc", "phone_bidx"]
+    if changes.relationship is not None and changes.relationship != member.relationship:
+        member.relationship = changes.relationship
+        changed.append("relationship")
+    if (
+        changes.is_emergency_contact is not None
+        and changes.is_emergency_contact != member.is_emergency_contact
+    ):
+        member.is_emergency_contact = changes.is_emergency_contact
+        changed.append("is_emergency_contact")
+    if changed:
+        await member.save(update_fields=changed)
+    return FamilyMemberRecord(
+        member.id,
+        resident_id,
+        new_name,
+        Relationship(member.relationship),
+        new_phone,
+        member.is_emergency_contact,
+    )
+
+
+async def remove_family_member(resident_id: int, member_id: int) -> int:
+    """Delete a family member (NotFound if it is not the resident's). Its entries in the family
+    communication log stay, without it (ON DELETE SET NULL); the family accounts that followed the
+    resident as this relative stop following (their links are deleted in the same transaction): the
+    number of those is returned. Works for an erased resident too (its relatives' rows are unreadable
+    leftovers)."""
+    deleted = await FamilyMember.filter(id=member_id, resident_id=resident_id).delete()
+    if not deleted:
+        raise NotFound("Not found.")
+    return await FamilyLink.filter(
+        institution_id=current_tenant().institution_id, resident_id=resident_id, family_member_id=member_id
+    ).delete()
+
+
 # Reading and searching -----------------------------------------------------------------------------
 
 
@@ -821,6 +919,9 @@ async def count_residents(criteria: ResidentFilter) -> int:
     return rows[0]["n"]
 
 
+_FAMILY_COLUMNS = ("name_enc", "phone_enc")
+
+
 async def family_members_of(resident_ids: Iterable[int]) -> dict[int, list[FamilyMemberRecord]]:
     """The family members of each resident, decrypted (their residents' data keys in one query)."""
     ids = list(resident_ids)
@@ -835,10 +936,16 @@ async def family_members_of(resident_ids: Iterable[int]) -> dict[int, list[Famil
     cipher = await field_cipher()
     await cipher.load_data_keys(row["resident_id"] for row in rows)
     for row in rows:
-        opener = _Fields(cipher, FAMILY_TABLE, row["id"], row["resident_id"])
         try:
-            name: str | None = _unpadded(await opener.open("name_enc", row["name_enc"]))
-            phone: str | None = _unpadded(await opener.open("phone_enc", row["phone_enc"]))
+            sealed_name, sealed_phone = await cipher.open_row(
+                [row["name_enc"], row["phone_enc"]],
+                table=FAMILY_TABLE,
+                columns=_FAMILY_COLUMNS,
+                row_id=row["id"],
+                subject_id=row["resident_id"],
+            )
+            name: str | None = _unpadded(sealed_name or b"")
+            phone: str | None = _unpadded(sealed_phone or b"")
         except DataKeyDestroyed:
             name = phone = None
         grouped[row["resident_id"]].append(

@@ -66,20 +66,18 @@ async def open_row(
     """The plaintexts of the sealed `columns` of `row` (None where the column is null). Erased if the
     resident's data key was destroyed; CiphertextRejected (an error, never other data) if a ciphertext
     is not this row's."""
-    opened: dict[str, bytes | None] = {}
-    for column in columns:
-        sealed = row[column]
-        try:
-            opened[column] = (
-                None
-                if sealed is None
-                else await cipher.decrypt(
-                    sealed, table=table, column=column, row_id=row["id"], subject_id=row["resident_id"]
-                )
-            )
-        except DataKeyDestroyed as exc:
-            raise Erased(ERASED) from exc
-    return opened
+    names = tuple(columns)
+    try:
+        opened = await cipher.open_row(
+            [row[column] for column in names],
+            table=table,
+            columns=names,
+            row_id=row["id"],
+            subject_id=row["resident_id"],
+        )
+    except DataKeyDestroyed as exc:
+        raise Erased(ERASED) from exc
+    return dict(zip(names, opened, strict=True))
 
 
 def text(

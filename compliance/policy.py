@@ -32,6 +32,7 @@ class Action(StrEnum):
     RESIDENT_UPDATE = "resident.update"
     RESIDENT_DISCHARGE = "resident.discharge"
     FAMILY_MEMBER_ADD = "family_member.add"
+    FAMILY_MEMBER_EDIT = "family_member.edit"  # correct or remove a registered relative
     HEALTH_RECORD_VIEW = "health_record.view"  # diagnoses, medications, allergies
     HEALTH_RECORD_EDIT = "health_record.edit"
     VITALS_VIEW = "vitals.view"
@@ -44,6 +45,8 @@ class Action(StrEnum):
     SERVICE_RECORD_CREATE_SOCIAL = "service_record.create_social"  # activities, visitors, outings
     CHECKUP_REPORT_VIEW = "checkup_report.view"  # uploaded check-up reports: list and download
     CHECKUP_REPORT_UPLOAD = "checkup_report.upload"  # upload and remove
+    RESIDENT_PHOTO_VIEW = "resident_photo.view"  # the resident's photo (identity): on the card, download
+    RESIDENT_PHOTO_SET = "resident_photo.set"  # upload, replace and remove it
     PREFERENCES_VIEW = "preferences.view"  # diet, routine, hobbies, religion, personality, what to avoid
     PREFERENCES_EDIT = "preferences.edit"
     EMERGENCY_CONTACTS_VIEW = "emergency_contacts.view"  # the call list: flagged relatives and others
@@ -110,6 +113,13 @@ PERMISSIONS: dict[Action, Grant] = {
         staff=_INTAKE | {StaffRole.BUTLER, StaffRole.NURSE},
         scopes=frozenset({WRITE_RESIDENTS}),
     ),
+    # Whoever registers relatives corrects them (a wrong phone) and removes one registered in error;
+    # removing also ends the family accounts' following through that relative.
+    Action.FAMILY_MEMBER_EDIT: Grant(
+        Level.RESIDENT,
+        staff=_INTAKE | {StaffRole.BUTLER, StaffRole.NURSE},
+        scopes=frozenset({WRITE_RESIDENTS}),
+    ),
     # Health data: the clinical roles and caregivers (who measure); what family members and other
     # integrators may see follows consent (the consent issue), not this table.
     Action.HEALTH_RECORD_VIEW: Grant(Level.RESIDENT, staff=_ADMIN | _CLINICAL | {StaffRole.CAREGIVER}),
@@ -137,6 +147,11 @@ PERMISSIONS: dict[Action, Grant] = {
     # caregivers, who see the health record's summary; family members follow consent (the consent issue).
     Action.CHECKUP_REPORT_VIEW: Grant(Level.RESIDENT, staff=_ADMIN | _CLINICAL),
     Action.CHECKUP_REPORT_UPLOAD: Grant(Level.RESIDENT, staff=_ADMIN | _CLINICAL),
+    # The resident's photo is identity, like the name: every staff role that sees residents sees it (a
+    # caregiver must recognise whom they serve); those who keep identity data set it (intake, nurses, the
+    # butler). Not integrators (a photo is no field they need) nor family accounts (the consent issue).
+    Action.RESIDENT_PHOTO_VIEW: Grant(Level.RESIDENT, staff=_ALL_STAFF),
+    Action.RESIDENT_PHOTO_SET: Grant(Level.RESIDENT, staff=_INTAKE | {StaffRole.NURSE, StaffRole.BUTLER}),
     # Preferences: everyone who cares for the resident day to day reads them (caregivers serve the meals
     # and keep the routine); intake, nurses and butlers keep them. Family members follow consent (later).
     Action.PREFERENCES_VIEW: Grant(

@@ -10,10 +10,12 @@ from care.assessment_records import LatestAssessments, latest_assessments_of
 from care.emergency_contacts import EmergencyContact, load_contacts
 from care.family_log import FamilyCommunicationPage, PageKey, load_first_pages
 from care.health_record import HealthRecord, health_records_of
+from care.photos import PhotoMeta, photos_of
 from care.preferences import ResidentPreferences, load_preferences
-from care.reports import DEFAULT_MAX_FILE_BYTES, ResidentReports, reports_of
+from care.reports import ResidentReports, reports_of
 from care.residents import FamilyMemberRecord, family_members_of
 from care.timeline import LatestKey, ServiceRecord, load_latest_records
+from care.uploads import DEFAULT_MAX_FILE_BYTES
 from care.vitals import Measure, Reading, load_latest_vitals
 from compliance.identity.login_throttle import LoginThrottle
 from compliance.principals import Principal
@@ -37,6 +39,11 @@ async def _load_health_records(resident_ids: list[int]) -> list[HealthRecord]:
 
 async def _load_checkup_reports(resident_ids: list[int]) -> list[ResidentReports]:
     found = await reports_of(resident_ids)
+    return [found[rid] for rid in resident_ids]
+
+
+async def _load_resident_photos(resident_ids: list[int]) -> list[PhotoMeta | BaseException | None]:
+    found = await photos_of(resident_ids)  # an erased resident's entry is its Erased error
     return [found[rid] for rid in resident_ids]
 
 
@@ -75,6 +82,10 @@ class Loaders:
     )
     checkup_reports: DataLoader[int, ResidentReports] = field(
         default_factory=lambda: DataLoader(load_fn=_load_checkup_reports)
+    )
+    # The photo's metadata, never the image (care/photos.py).
+    resident_photo: DataLoader[int, PhotoMeta | None] = field(
+        default_factory=lambda: DataLoader(load_fn=_load_resident_photos)
     )
     # Preferences, emergency contacts (not family), the first page of the family log: care/preferences.py,
     # care/emergency_contacts.py, care/family_log.py (an erased resident's entry is its Erased error).

@@ -3,6 +3,11 @@
 Reads go through a per-request DataLoader (`Loaders.health_record`), so a page of residents asking for
 their records costs the same few queries as one resident. Every read and write asks the policy
 (`health_record.view`, `health_record.edit`).
+
+Corrections: `updateDiagnosis`, `updateAllergy` change an entry in place; `removeDiagnosis`,
+`removeMedication`, `removeAllergy` take an entry recorded in error out of the record (it is kept, marked
+with when and by whom, and no longer read). Ids of another institution, or of an entry already removed,
+are NOT_FOUND; an erased resident's entries are GONE.
 """
 
 from datetime import date
@@ -16,7 +21,7 @@ from compliance.policy import Action, require
 from schema.context import YiyangInfo
 from schema.ids import decode_id, encode_id
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
-from tenants.errors import Erased
+from tenants.errors import Erased, NotFound
 
 RouteEnum = strawberry.enum(care.Route, name="MedicationRoute")
 DoseUnitEnum = strawberry.enum(care.DoseUnit, name="DoseUnit")
@@ -163,6 +168,48 @@ class AddAllergyInput:
     reaction: str | None = None
 
 
+@strawberry.input(
+    description="Fields left out keep their value. An empty icd10 or note removes it; a null date removes "
+    "it (e.g. resolvedOn set by mistake)."
+)
+class UpdateDiagnosisInput:
+    id: strawberry.ID
+    condition: str | None = None
+    icd10: str | None = None
+    note: str | None = None
+    diagnosed_on: date | None = strawberry.UNSET
+    resolved_on: date | None = strawberry.UNSET
+
+
+@strawberry.input(description="Fields left out (or null) keep their value; an empty reaction removes it.")
+class UpdateAllergyInput:
+    id: strawberry.ID
+    substance: str | None = None
+    reaction: str | None = None
+    severity: AllergySeverityEnum | None = None
+
+
+@strawberry.input
+class RemoveDiagnosisInput:
+    id: strawberry.ID
+
+
+@strawberry.input
+class RemoveMedicationInput:
+    id: strawberry.ID
+
+
+@strawberry.input
+class RemoveAllergyInput:
+    id: strawberry.ID
+
+
+@strawberry.type
+class RemoveHealthRecordEntryPayload:
+    removed_id: strawberry.ID | None
+    user_errors: list[UserError]
+
+
 @strawberry.type
 class DiagnosisPayload:
     diagnosis: DiagnosisType | None
@@ -179,6 +226,22 @@ class MedicationPayload:
 class AllergyPayload:
     allergy: AllergyType | None
     user_errors: list[UserError]
+
+
+async def _entry_to_edit(
+    info: YiyangInfo, entry: care.Entry, type_name: str, entry_id: str
+) -> tuple[int, int, int]:
+    """(institution id, resident pk, entry pk) of an entry of the acting institution the caller may edit;
+    NOT_FOUND for another institution's (or a removed) entry, FORBIDDEN for a role that may not edit."""
+    institution_id, pk = decode_id(type_name, entry_id, 2)
+    require(info.context.principal, Action.HEALTH_RECORD_EDIT, institution=institution_id)
+    if info.context.require_tenant().institution_id != institution_id:
+        raise NotFound("Not found.")
+    resident_id = await care.resident_of_entry(entry, pk)
+    require(
+        info.context.principal, Action.HEALTH_RECORD_EDIT, institution=institution_id, resident_id=resident_id
+    )
+    return institution_id, resident_id, pk
 
 
 @strawberry.type
@@ -217,18 +280,13 @@ class HealthRecordMutations:
 
     @strawberry.mutation(description="Stop a medication (it stays in the record as past).")
     async def end_medication(self, info: YiyangInfo, input: EndMedicationInput) -> MedicationPayload:
-        institution_id, medication_id = decode_id("Medication", input.id, 2)
-        require(info.context.principal, Action.HEALTH_RECORD_EDIT, institution=institution_id)
-        info.context.require_tenant()
-        resident_id = await care.resident_of_medication(medication_id)
-        require(
-            info.context.principal,
-            Action.HEALTH_RECORD_EDIT,
-            institution=institution_id,
-            resident_id=resident_id,
+        institution_id, resident_id, medication_id = await _entry_to_edit(
+            info, care.Entry.MEDICATION, "Medication", input.id
         )
         try:
-            row = await care.end_medication(resident_id, medication_id, input.ended_on)
+            row = await care.end_medication(
+                resident_id, medication_id, input.ended_on, changed_by=_recorder(info)
+            )
         except USER_ERROR_TYPES as error:
             return MedicationPayload(medication=None, user_errors=user_errors(error, info.context.locale))
         today = institution_today()
@@ -243,3 +301,76 @@ class HealthRecordMutations:
         except USER_ERROR_TYPES as error:
             return AllergyPayload(allergy=None, user_errors=user_errors(error, info.context.locale))
         return AllergyPayload(allergy=AllergyType.of(row, institution_id), user_errors=[])
+
+    @strawberry.mutation(
+        description="Correct a diagnosis (e.g. mark it resolved). Checked as a whole like a new one; on "
+        "any problem nothing is changed and every problem is a user error."
+    )
+    async def update_diagnosis(self, info: YiyangInfo, input: UpdateDiagnosisInput) -> DiagnosisPayload:
+        institution_id, resident_id, diagnosis_id = await _entry_to_edit(
+            info, care.Entry.DIAGNOSIS, "Diagnosis", input.id
+        )
+        changes = care.DiagnosisChanges(
+            condition=input.condition,
+            icd10=input.icd10,
+            note=input.note,
+            diagnosed_on=care.KEEP if input.diagnosed_on is strawberry.UNSET else input.diagnosed_on,
+            resolved_on=care.KEEP if input.resolved_on is strawberry.UNSET else input.resolved_on,
+        )
+        try:
+            row = await care.update_diagnosis(
+                resident_id,
+                diagnosis_id,
+                changes,
+                changed_by=_recorder(info),
+                today=institution_today(),
+            )
+        except USER_ERROR_TYPES as error:
+            return DiagnosisPayload(diagnosis=None, user_errors=user_errors(error, info.context.locale))
+        return DiagnosisPayload(diagnosis=DiagnosisType.of(row, institution_id), user_errors=[])
+
+    @strawberry.mutation(description="Correct an allergy (substance, reaction, severity).")
+    async def update_allergy(self, info: YiyangInfo, input: UpdateAllergyInput) -> AllergyPayload:
+        institution_id, resident_id, allergy_id = await _entry_to_edit(
+            info, care.Entry.ALLERGY, "Allergy", input.id
+        )
+        changes = care.AllergyChanges(input.substance, input.reaction, input.severity)
+        try:
+            row = await care.update_allergy(resident_id, allergy_id, changes, changed_by=_recorder(info))
+        except USER_ERROR_TYPES as error:
+            return AllergyPayload(allergy=None, user_errors=user_errors(error, info.context.locale))
+        return AllergyPayload(allergy=AllergyType.of(row, institution_id), user_errors=[])
+
+    @strawberry.mutation(
+        description="Take a diagnosis recorded in error out of the record (kept, marked with when and by "
+        "whom, no longer read). A diagnosis that was right but is over is resolved instead (updateDiagnosis)."
+    )
+    async def remove_diagnosis(
+        self, info: YiyangInfo, input: RemoveDiagnosisInput
+    ) -> RemoveHealthRecordEntryPayload:
+        return await _remove(info, care.Entry.DIAGNOSIS, "Diagnosis", input.id)
+
+    @strawberry.mutation(
+        description="Take a medication recorded in error out of the record (kept, marked, no longer read). "
+        "A medication that was taken and stopped is ended instead (endMedication)."
+    )
+    async def remove_medication(
+        self, info: YiyangInfo, input: RemoveMedicationInput
+    ) -> RemoveHealthRecordEntryPayload:
+        return await _remove(info, care.Entry.MEDICATION, "Medication", input.id)
+
+    @strawberry.mutation(
+        description="Take an allergy recorded in error out of the record (kept, marked, no longer read)."
+    )
+    async def remove_allergy(
+        self, info: YiyangInfo, input: RemoveAllergyInput
+    ) -> RemoveHealthRecordEntryPayload:
+        return await _remove(info, care.Entry.ALLERGY, "Allergy", input.id)
+
+
+async def _remove(
+    info: YiyangInfo, entry: care.Entry, type_name: str, entry_id: strawberry.ID
+) -> RemoveHealthRecordEntryPayload:
+    _, resident_id, pk = await _entry_to_edit(info, entry, type_name, entry_id)
+    await care.mark_entered_in_error(entry, resident_id, pk, marked_by=_recorder(info))
+    return RemoveHealthRecordEntryPayload(removed_id=entry_id, user_errors=[])

@@ -11,7 +11,6 @@ from datetime import date, datetime
 from typing import Protocol
 
 import strawberry
-from starlette.datastructures import UploadFile
 from strawberry.file_uploads import Upload
 
 from care import reports as care
@@ -20,11 +19,11 @@ from compliance.policy import Action, require
 from schema.context import YiyangInfo
 from schema.ids import decode_id, encode_id
 from schema.pagination import Connection, page_request, paginate_loaded
+from schema.uploads import DOWNLOAD_URL, resident_upload, uploader
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
 from tenants.errors import NotFound
 
 DOWNLOAD_PATH = "/files/checkup-reports/"
-_READ_CHUNK = 64 * 1024
 _ID_BITS = 40  # report ids stay below 2**40
 
 
@@ -41,9 +40,7 @@ class CheckupReportType:
     content_type: str = strawberry.field(description="application/pdf, image/jpeg or image/png.")
     size_bytes: int
     uploaded_at: datetime
-    download_url: str = strawberry.field(
-        description="GET it with the same `Authorization: Bearer` header (relative to the API's origin)."
-    )
+    download_url: str = strawberry.field(description=DOWNLOAD_URL)
     order: strawberry.Private[int]
 
     @classmethod
@@ -87,26 +84,6 @@ async def resident_checkup_reports(
     return paginate_loaded(nodes, page, key=lambda node: node.order)
 
 
-async def read_upload(file: object, max_bytes: int) -> care.UploadedFile | None:
-    """At most `max_bytes + 1` bytes of an upload (what lies beyond is never read into memory: Starlette
-    spools a file part to a temporary file); None when `file` is no upload (a JSON request with a string
-    where the file goes)."""
-    if not isinstance(file, UploadFile):
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        while size <= max_bytes:
-            chunk = await file.read(min(_READ_CHUNK, max_bytes + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    finally:
-        await file.close()  # its temporary file goes now, not when the request object is collected
-    return care.UploadedFile(b"".join(chunks), file.content_type, exceeded=size > max_bytes)
-
-
 @strawberry.input
 class UploadCheckupReportInput:
     resident_id: strawberry.ID
@@ -136,11 +113,6 @@ class RemoveCheckupReportPayload:
     user_errors: list[UserError]
 
 
-def _uploader(info: YiyangInfo) -> str:
-    principal = info.context.principal
-    return principal.subject if principal is not None else "-"
-
-
 @strawberry.type
 class CheckupReportMutations:
     @strawberry.mutation(
@@ -149,16 +121,17 @@ class CheckupReportMutations:
     async def upload_checkup_report(
         self, info: YiyangInfo, input: UploadCheckupReportInput
     ) -> UploadCheckupReportPayload:
-        from schema.residents import _resident_pk  # schema.residents imports this module
-
-        institution_id, pk = _resident_pk(info, input.resident_id, Action.CHECKUP_REPORT_UPLOAD, "residentId")
-        file = await read_upload(input.file, info.context.max_upload_bytes)
-        new = care.NewReport(report_date=input.report_date, title=input.title, file=file, issuer=input.issuer)
+        upload = await resident_upload(
+            info, input.resident_id, Action.CHECKUP_REPORT_UPLOAD, input.file, info.context.max_upload_bytes
+        )
+        new = care.NewReport(
+            report_date=input.report_date, title=input.title, file=upload.file, issuer=input.issuer
+        )
         try:
             row = await care.add_report(
-                pk,
+                upload.resident_pk,
                 new,
-                uploaded_by=_uploader(info),
+                uploaded_by=uploader(info),
                 today=institution_today(),
                 max_bytes=info.context.max_upload_bytes,
             )
@@ -166,7 +139,9 @@ class CheckupReportMutations:
             return UploadCheckupReportPayload(
                 report=None, user_errors=user_errors(error, info.context.locale)
             )
-        return UploadCheckupReportPayload(report=CheckupReportType.of(row, institution_id), user_errors=[])
+        return UploadCheckupReportPayload(
+            report=CheckupReportType.of(row, upload.institution_id), user_errors=[]
+        )
 
     @strawberry.mutation(description="Remove a check-up report (clinical staff, admin).")
     async def remove_checkup_report(

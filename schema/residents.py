@@ -18,6 +18,7 @@ from compliance.policy import Action, require, resident_scope
 from schema import assessments as assessment_fields
 from schema import emergency_contacts as contact_fields
 from schema import family_log as family_log_fields
+from schema import photos as photo_fields
 from schema import preferences as preference_fields
 from schema import reports as report_fields
 from schema import timeline as timeline_fields
@@ -168,6 +169,8 @@ class ResidentType:
     latest_vitals = strawberry.field(resolver=vital_fields.resident_latest_vitals)
     # Check-up reports (uploaded files): resolver in schema/reports.py.
     checkup_reports = strawberry.field(resolver=report_fields.resident_checkup_reports)
+    # The resident's photo (identity, on the card): resolver in schema/photos.py.
+    photo = strawberry.field(resolver=photo_fields.resident_photo)
     # Preferences, the emergency call list, the family communication log: schema/preferences.py,
     # schema/emergency_contacts.py, schema/family_log.py.
     preferences = strawberry.field(resolver=preference_fields.resident_preferences)
@@ -261,6 +264,46 @@ class AddFamilyMemberPayload:
     family_member: FamilyMemberType | None
     resident: ResidentType | None
     user_errors: list[UserError]
+
+
+@strawberry.input(description="Fields left out (or null) keep their value.")
+class UpdateFamilyMemberInput:
+    id: strawberry.ID
+    name: str | None = None
+    relationship: RelationshipEnum | None = None
+    phone: str | None = None
+    is_emergency_contact: bool | None = None
+
+
+@strawberry.input
+class RemoveFamilyMemberInput:
+    id: strawberry.ID
+
+
+@strawberry.type
+class FamilyMemberPayload:
+    family_member: FamilyMemberType | None
+    user_errors: list[UserError]
+
+
+@strawberry.type
+class RemoveFamilyMemberPayload:
+    removed_family_member_id: strawberry.ID | None
+    user_errors: list[UserError]
+
+
+async def _family_member_to_change(info: YiyangInfo, member_id: str) -> tuple[int, int, int]:
+    """(institution id, resident pk, member pk) of a family member of the acting institution the caller
+    may edit; NOT_FOUND for another institution's, FORBIDDEN for a role that may not edit."""
+    institution_id, pk = decode_id("FamilyMember", member_id, 2)
+    require(info.context.principal, Action.FAMILY_MEMBER_EDIT, institution=institution_id)
+    if info.context.require_tenant().institution_id != institution_id:
+        raise NotFound("Not found.")
+    resident_id = await care.resident_of_family_member(pk)
+    require(
+        info.context.principal, Action.FAMILY_MEMBER_EDIT, institution=institution_id, resident_id=resident_id
+    )
+    return institution_id, resident_id, pk
 
 
 def _resident_pk(info: YiyangInfo, resident_id: str, action: Action, field: str = "id") -> tuple[int, int]:
@@ -391,3 +434,38 @@ class ResidentMutations:
             resident=ResidentType.from_model(resident, institution_id),
             user_errors=[],
         )
+
+    @strawberry.mutation(
+        description="Correct a family member (name, relationship, phone, emergency contact flag), checked as "
+        "when added; on any problem nothing is changed."
+    )
+    async def update_family_member(
+        self, info: YiyangInfo, input: UpdateFamilyMemberInput
+    ) -> FamilyMemberPayload:
+        institution_id, resident_id, member_id = await _family_member_to_change(info, input.id)
+        changes = care.FamilyMemberChanges(
+            name=input.name,
+            relationship=input.relationship,
+            phone=input.phone,
+            is_emergency_contact=input.is_emergency_contact,
+        )
+        try:
+            row = await care.update_family_member(resident_id, member_id, changes)
+        except USER_ERROR_TYPES as error:
+            return FamilyMemberPayload(
+                family_member=None, user_errors=user_errors(error, info.context.locale)
+            )
+        return FamilyMemberPayload(
+            family_member=FamilyMemberType.from_model(row, institution_id), user_errors=[]
+        )
+
+    @strawberry.mutation(
+        description="Remove a family member (deleted). The family communication log keeps its entries, "
+        "without the relative; family accounts that followed the resident as this relative stop following."
+    )
+    async def remove_family_member(
+        self, info: YiyangInfo, input: RemoveFamilyMemberInput
+    ) -> RemoveFamilyMemberPayload:
+        _, resident_id, member_id = await _family_member_to_change(info, input.id)
+        await care.remove_family_member(resident_id, member_id)
+        return RemoveFamilyMemberPayload(removed_family_member_id=input.id, user_errors=[])

@@ -16,6 +16,7 @@ from schema.family_log import FamilyLogMutations
 from schema.health_record import HealthRecordMutations
 from schema.identity import IdentityMutations, IdentityQueries
 from schema.institutions import InstitutionMutations, InstitutionQueries
+from schema.photos import ResidentPhotoMutations
 from schema.preferences import PreferencesMutations
 from schema.rate_limits import RateLimits
 from schema.reports import CheckupReportMutations
@@ -52,6 +53,7 @@ class Mutation(
     HealthRecordMutations,
     InstitutionMutations,
     ResidentMutations,
+    ResidentPhotoMutations,
     IdentityMutations,
     PreferencesMutations,
     TimelineMutations,

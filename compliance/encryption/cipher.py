@@ -279,27 +279,54 @@ class FieldCipher:
             context=self._context(table, column, row_id, subject_id),
         )
 
+    async def open_row(
+        self,
+        sealed: Sequence[bytes | None],
+        *,
+        table: str,
+        columns: Sequence[str],
+        row_id: RowId,
+        subject_id: int,
+    ) -> list[bytes | None]:
+        """The plaintexts of one row's sealed `columns` (values in the same order; None stays None): what
+        `decrypt` does per value, with the row's part of the associated data built once. Every field of a
+        page goes through here or `decrypt` (measured: docs/benchmarks.md, "The 50-resident page")."""
+        self._check_scope()
+        row = context_part(row_id)
+        suffix = row + (row if row_id == subject_id else context_part(subject_id))
+        opened: list[bytes | None] = []
+        for column, value in zip(columns, sealed, strict=True):
+            if value is None:
+                opened.append(None)
+                continue
+            ciphertext = value if type(value) is bytes else bytes(value)
+            try:
+                version = key_version_of(ciphertext)
+            except CiphertextRejected as problem:
+                raise CiphertextRejected(f"{table}.{column} of row {row_id}: {problem}") from None
+            key = self._data_keys.get((subject_id, version))
+            if key is None:
+                key = await self._key_after_miss(subject_id, version, table, column, row_id)
+            prefix = self._prefixes.get((table, column))
+            if prefix is None:
+                prefix = self._prefixes[(table, column)] = _field_prefix(self.institution_id, table, column)
+            opened.append(
+                key.open_field(
+                    ciphertext, context=prefix + suffix, what=lambda c=column: f"{table}.{c} of row {row_id}"
+                )
+            )
+        return opened
+
     async def decrypt(
         self, ciphertext: bytes, *, table: str, column: str, row_id: RowId, subject_id: int
     ) -> bytes:
         """The plaintext bytes. DataKeyDestroyed if the subject was erased; CiphertextRejected if the
         ciphertext was tampered with or belongs to another row, column, subject or tenant."""
-        self._check_scope()
-        # Once per field of every resident read: the header is read once, the error texts only worded
-        # when needed (measured: docs/benchmarks.md, "Search of encrypted residents").
-        sealed = ciphertext if type(ciphertext) is bytes else bytes(ciphertext)
-        try:
-            version = key_version_of(sealed)
-        except CiphertextRejected as problem:
-            raise CiphertextRejected(f"{table}.{column} of row {row_id}: {problem}") from None
-        key = self._data_keys.get((subject_id, version))
-        if key is None:
-            key = await self._key_after_miss(subject_id, version, table, column, row_id)
-        return key.open_field(
-            sealed,
-            context=self._context(table, column, row_id, subject_id),
-            what=lambda: f"{table}.{column} of row {row_id}",
+        (plaintext,) = await self.open_row(
+            [ciphertext], table=table, columns=(column,), row_id=row_id, subject_id=subject_id
         )
+        assert plaintext is not None
+        return plaintext
 
     async def _key_after_miss(
         self, subject_id: int, version: int, table: str, column: str, row_id: RowId

@@ -36,6 +36,36 @@ PROBES: dict[tuple[str, str, str], tuple[str, str]] = {
         'mutation($id: ID!) { addAllergy(input: {residentId: $id, substance: "篡改", severity: MILD})'
         " { allergy { id } } }",
     ),
+    # Corrections of the health record and of family members.
+    ("mutation", "updateDiagnosis", "input.id"): (
+        "Diagnosis",
+        'mutation($id: ID!) { updateDiagnosis(input: {id: $id, condition: "篡改"}) { diagnosis { id } } }',
+    ),
+    ("mutation", "removeDiagnosis", "input.id"): (
+        "Diagnosis",
+        "mutation($id: ID!) { removeDiagnosis(input: {id: $id}) { removedId } }",
+    ),
+    ("mutation", "removeMedication", "input.id"): (
+        "Medication",
+        "mutation($id: ID!) { removeMedication(input: {id: $id}) { removedId } }",
+    ),
+    ("mutation", "updateAllergy", "input.id"): (
+        "Allergy",
+        'mutation($id: ID!) { updateAllergy(input: {id: $id, substance: "篡改"}) { allergy { id } } }',
+    ),
+    ("mutation", "removeAllergy", "input.id"): (
+        "Allergy",
+        "mutation($id: ID!) { removeAllergy(input: {id: $id}) { removedId } }",
+    ),
+    ("mutation", "updateFamilyMember", "input.id"): (
+        "FamilyMember",
+        'mutation($id: ID!) { updateFamilyMember(input: {id: $id, phone: "13800000000"})'
+        " { familyMember { id } } }",
+    ),
+    ("mutation", "removeFamilyMember", "input.id"): (
+        "FamilyMember",
+        "mutation($id: ID!) { removeFamilyMember(input: {id: $id}) { removedFamilyMemberId } }",
+    ),
     ("query", "resident", "id"): ("Resident", "query($id: ID!) { resident(id: $id) { name } }"),
     ("query", "institution", "id"): ("Institution", "query($id: ID!) { institution(id: $id) { name } }"),
     ("mutation", "updateResident", "input.id"): (
@@ -119,6 +149,15 @@ PROBES: dict[tuple[str, str, str], tuple[str, str]] = {
     ("mutation", "removeCheckupReport", "input.id"): (
         "CheckupReport",
         "mutation($id: ID!) { removeCheckupReport(input: {id: $id}) { removedId } }",
+    ),
+    # Residents' photos (schema/photos.py): a JSON string stands in for the upload, as above.
+    ("mutation", "setResidentPhoto", "input.residentId"): (
+        "Resident",
+        'mutation($id: ID!) { setResidentPhoto(input: {residentId: $id, file: "PNG"}) { photo { id } } }',
+    ),
+    ("mutation", "removeResidentPhoto", "input.residentId"): (
+        "Resident",
+        "mutation($id: ID!) { removeResidentPhoto(input: {residentId: $id}) { removedId } }",
     ),
     # The service timeline (schema/timeline.py).
     ("mutation", "recordService", "input.residentId"): (

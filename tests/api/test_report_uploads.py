@@ -3,32 +3,24 @@
 the preflight header, userErrors with nothing written, GONE, NOT_FOUND, FORBIDDEN, 401."""
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import date
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 
 from api.settings import ConfigurationError, Settings
-from care.models import CareLevel, Gender
 from care.reports import ResidentReports, minimal_pdf
-from care.residents import Admission, admit_resident
 from compliance.encryption import destroy_data_key
 from compliance.policy import Action, may
 from compliance.principals import Principal, PrincipalKind, StaffRole
 from schema.ids import encode_id
-from tenants.db import default_connection
-from tenants.models import Institution
-from tenants.registry import tenant_ref
-from tenants.unit_of_work import run_in_tenant
-from tests.conftest import World, gql, token_for
+from tests.api.upload_support import PREFLIGHT, admit, in_tenant, post_file, rows_of, staff
+from tests.conftest import World, gql
 
-T = TypeVar("T")
 HOME, OTHER = 14, 17
 CAP = 10 * 1024 * 1024  # the default YIYANG_MAX_UPLOAD_BYTES (the tests' settings keep it)
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8
-PREFLIGHT = {"GraphQL-Require-Preflight": "1"}
 
 UPLOAD = """
 mutation($input: UploadCheckupReportInput!) {
@@ -46,34 +38,10 @@ REMOVE = """
 mutation($id: ID!) { removeCheckupReport(input: {id: $id}) { removedId userErrors { field } } }"""
 
 
-def staff(institution_id: int, *roles: StaffRole) -> str:
-    return token_for(
-        Principal(
-            "account:870001", PrincipalKind.STAFF, institution_id=institution_id, roles=frozenset(roles)
-        )
-    )
-
-
-async def in_tenant(institution_id: int, work: Callable[[], Awaitable[T]]) -> T:
-    return await run_in_tenant(tenant_ref(await Institution.get(id=institution_id)), work)
-
-
-async def admit(institution_id: int, name: str) -> tuple[int, str]:
-    async def work() -> int:
-        admission = Admission(name, Gender.MALE, date(1938, 2, 3), CareLevel.ASSISTED, date(2025, 9, 1))
-        return (await admit_resident(admission)).id
-
-    pk = await in_tenant(institution_id, work)
-    return pk, encode_id("Resident", institution_id, pk)
-
-
 async def stored(institution_id: int, pk: int) -> list[dict[str, Any]]:
-    async def work() -> list[dict[str, Any]]:
-        return await default_connection().execute_query_dict(
-            "SELECT * FROM checkup_report WHERE resident_id = $1 ORDER BY id", [pk]
-        )
-
-    return await in_tenant(institution_id, work)
+    return await rows_of(
+        institution_id, "SELECT * FROM checkup_report WHERE resident_id = $1 ORDER BY id", pk
+    )
 
 
 async def upload(
@@ -86,20 +54,10 @@ async def upload(
     headers: dict[str, str] | None = None,
     **fields: object,
 ) -> httpx.Response:
-    """A multipart request as the spec lays it out: operations, map, then the file."""
     given = {"residentId": resident_id, "reportDate": "2026-09-20", "title": "2026年老年人健康体检报告"}
     variables = {"input": given | fields | {"file": None}}
-    sent = dict(PREFLIGHT if headers is None else headers)
-    if token:
-        sent["Authorization"] = f"Bearer {token}"
-    return await client.post(
-        "/graphql",
-        data={
-            "operations": json.dumps({"query": UPLOAD, "variables": variables}),
-            "map": json.dumps({"0": ["variables.input.file"]}),
-        },
-        files={"0": ("report.bin", content, content_type)},
-        headers=sent,
+    return await post_file(
+        client, token, UPLOAD, variables, ("report.bin", content, content_type), headers=headers
     )
 
 

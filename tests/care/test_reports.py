@@ -4,7 +4,7 @@ without the files, unreadable once the resident is erased."""
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any, TypeVar
 
@@ -13,12 +13,13 @@ import pytest
 from care import reports as care
 from care.models import CareLevel, Gender
 from care.residents import Admission, admit_resident
-from compliance.encryption import CiphertextRejected, destroy_data_key, field_cipher
+from compliance.encryption import CiphertextRejected, destroy_data_key
 from tenants.db import default_connection
 from tenants.errors import Erased, NotFound, ValidationFailed
 from tenants.models import Institution
 from tenants.registry import tenant_ref
 from tenants.unit_of_work import run_in_tenant
+from tests.care.statements import counted
 from tests.conftest import World
 
 T = TypeVar("T")
@@ -242,16 +243,7 @@ async def test_metadata_of_many_residents_in_one_query_without_the_files(
         for n, resident_id in enumerate(residents[:2]):
             for day in (date(2026, 1, 5), date(2026, 6, 1), date(2026, 1, 5)):
                 await add(resident_id, report(pdf(), report_date=day, title=f"报告{n}-{day}"))
-        cipher = await field_cipher()
-        cipher._loaded.clear()  # as in a new request
-        statements: list[str] = []
-        original = care._execute
-
-        async def recording(sql: str, parameters: Sequence[object]) -> list[dict[str, Any]]:
-            statements.append(sql)
-            return await original(sql, parameters)
-
-        monkeypatch.setattr(care, "_execute", recording)
+        cipher, statements = await counted(monkeypatch, care)  # as in a new request
         keys_before = cipher.queries
         found = await care.reports_of(residents)
         assert len(statements) == 1 and "content" not in statements[0].replace("content_type", "")
