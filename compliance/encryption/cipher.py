@@ -24,6 +24,8 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from compliance.encryption import blind_index as blind
 from compliance.encryption.format import (
+    FORMAT_VERSION,
+    OVERHEAD,
     Algorithm,
     CiphertextRejected,
     DataKeyDestroyed,
@@ -31,7 +33,6 @@ from compliance.encryption.format import (
     SecretKey,
     context,
     context_part,
-    key_version_of,
 )
 from compliance.encryption.key_cache import (
     cached_data_key,
@@ -93,6 +94,7 @@ class FieldCipher:
         self._reread: set[int] = set()  # subjects read again after a miss (once per unit of work)
         self._index_keys: dict[tuple[str, str], bytes] = {}
         self._prefixes: dict[tuple[str, str], bytes] = {}  # field_context up to the column, per column
+        self._row_prefixes: dict[tuple[str, Sequence[str]], tuple[bytes, ...]] = {}  # the same, per row shape
         self.queries = 0  # for tests: round trips to the database
 
     @property
@@ -294,27 +296,28 @@ class FieldCipher:
         self._check_scope()
         row = context_part(row_id)
         suffix = row + (row if row_id == subject_id else context_part(subject_id))
+        prefixes = self._row_prefixes.get((table, columns))
+        if prefixes is None:
+            prefixes = self._row_prefixes[(table, columns)] = tuple(
+                _field_prefix(self.institution_id, table, column) for column in columns
+            )
+        keys = self._data_keys
         opened: list[bytes | None] = []
-        for column, value in zip(columns, sealed, strict=True):
+        for column, prefix, value in zip(columns, prefixes, sealed, strict=True):
             if value is None:
                 opened.append(None)
                 continue
             ciphertext = value if type(value) is bytes else bytes(value)
-            try:
-                version = key_version_of(ciphertext)
-            except CiphertextRejected as problem:
-                raise CiphertextRejected(f"{table}.{column} of row {row_id}: {problem}") from None
-            key = self._data_keys.get((subject_id, version))
+            if len(ciphertext) < OVERHEAD or ciphertext[0] != FORMAT_VERSION:
+                raise CiphertextRejected(
+                    f"{table}.{column} of row {row_id}: not a ciphertext of this format (too short or "
+                    "another version)"
+                )
+            version = int.from_bytes(ciphertext[2:6], "big")
+            key = keys.get((subject_id, version))
             if key is None:
                 key = await self._key_after_miss(subject_id, version, table, column, row_id)
-            prefix = self._prefixes.get((table, column))
-            if prefix is None:
-                prefix = self._prefixes[(table, column)] = _field_prefix(self.institution_id, table, column)
-            opened.append(
-                key.open_field(
-                    ciphertext, context=prefix + suffix, what=lambda c=column: f"{table}.{c} of row {row_id}"
-                )
-            )
+            opened.append(key.open_field(ciphertext, prefix + suffix, (table, column, row_id)))
         return opened
 
     async def decrypt(

@@ -17,7 +17,6 @@ version, algorithm or key version fails authentication like a changed ciphertext
 
 import secrets
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import cache
@@ -31,6 +30,8 @@ HEADER = struct.Struct(">BBI")
 NONCE_BYTES = 12
 TAG_BYTES = 16
 OVERHEAD = HEADER.size + NONCE_BYTES + TAG_BYTES  # 34
+HEADER_BYTES = HEADER.size
+BODY_START = HEADER.size + NONCE_BYTES
 
 
 class FieldEncryptionError(RuntimeError):
@@ -159,27 +160,33 @@ class SecretKey:
     def open(self, sealed: bytes, *, context: bytes, what: str) -> bytes:
         """The plaintext of `seal`; CiphertextRejected (naming `what`) if anything differs."""
         parse_header(sealed, what=what)
-        return self.open_field(sealed, context=context, what=lambda: what)
+        return self.open_field(sealed, context, what)
 
-    def open_field(self, sealed: bytes, *, context: bytes, what: Callable[[], str]) -> bytes:
-        """`open` for the hot path of field reads: the header was read by `key_version_of`, the
-        algorithm byte is compared here, and `what` is only called to word an error."""
+    def open_field(self, sealed: bytes, context: bytes, where: "str | tuple[object, ...]") -> bytes:
+        """`open` for the hot path of field reads (once per field of every resident read): the caller
+        read the header's version and key version; the algorithm byte is compared here. `where` names
+        the value in an error: a text, or parts joined only when there is an error to word."""
         if sealed[1] != self.algorithm:
             raise CiphertextRejected(
-                f"{what()}: sealed with algorithm id {sealed[1]}, key is {self.algorithm.label}"
+                f"{_where(where)}: sealed with algorithm id {sealed[1]}, key is {self.algorithm.label}"
             )
-        nonce = sealed[HEADER.size : HEADER.size + NONCE_BYTES]
-        body = sealed[HEADER.size + NONCE_BYTES :]
-        aad = sealed[: HEADER.size] + context
+        aad = sealed[:HEADER_BYTES] + context
         try:
             if self._aesgcm is not None:
-                return self._aesgcm.decrypt(nonce, body, aad)
-            return _sm4_gcm_open(self.material, nonce, body, aad)
+                return self._aesgcm.decrypt(sealed[HEADER_BYTES:BODY_START], sealed[BODY_START:], aad)
+            return _sm4_gcm_open(self.material, sealed[HEADER_BYTES:BODY_START], sealed[BODY_START:], aad)
         except InvalidTag:
             raise CiphertextRejected(
-                f"{what()} does not open here: tampered with, or copied from another row, column, "
+                f"{_where(where)} does not open here: tampered with, or copied from another row, column, "
                 "subject or tenant"
             ) from None
+
+
+def _where(where: "str | tuple[object, ...]") -> str:
+    if isinstance(where, str):
+        return where
+    table, column, row_id = where
+    return f"{table}.{column} of row {row_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,14 +207,6 @@ def parse_header(sealed: bytes, *, what: str = "ciphertext") -> Header:
     if algorithm is None:
         raise CiphertextRejected(f"{what}: unknown algorithm id {algorithm_id}")
     return Header(version, algorithm, key_version)
-
-
-def key_version_of(sealed: bytes) -> int:
-    """The key version a ciphertext names, checked only for length and format version: the field path
-    reads it once per value, and `SecretKey.open_field` checks the rest while opening."""
-    if len(sealed) < OVERHEAD or sealed[0] != FORMAT_VERSION:
-        raise CiphertextRejected("not a ciphertext of this format (too short or another version)")
-    return int.from_bytes(sealed[2:6], "big")
 
 
 def context(label: bytes, *parts: int | str | bytes) -> bytes:
