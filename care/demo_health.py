@@ -14,7 +14,15 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from care.health_record import SEALED_COLUMNS, AllergySeverity, DoseUnit, Frequency, Route
+from care.health_record import (
+    DOCUMENT_COLUMN,
+    SEALED_COLUMNS,
+    AllergySeverity,
+    DoseUnit,
+    Frequency,
+    Route,
+    entry_document,
+)
 from care.residents import next_ids
 from care.vitals import (
     DEFAULT_RANGES,
@@ -140,23 +148,25 @@ async def _residents_in_residence() -> list[dict]:
 
 
 async def _insert(cipher: FieldCipher, table: str, rows: list[dict[str, object]]) -> int:
-    """Seal the SEALED_COLUMNS of `rows` (each with its resident_id), take their ids, one INSERT."""
+    """Seal each row's SEALED_COLUMNS as its document (as care/health_record.py writes an entry), take
+    their ids, one INSERT for all."""
     if not rows:
         return 0
     ids = await next_ids(table, len(rows))
     sealed_columns = SEALED_COLUMNS[table]
     for row_id, row in zip(ids, rows, strict=True):
         row["id"] = row_id
-        for column in sealed_columns:
-            value = row[column]
-            if value is not None:
-                row[column] = await cipher.encrypt(
-                    str(value), table=table, column=column, row_id=row_id, subject_id=row["resident_id"]
-                )
+        values = {column: row.pop(column) for column in sealed_columns}
+        row[DOCUMENT_COLUMN] = await cipher.encrypt(
+            entry_document({k: None if v is None else str(v) for k, v in values.items()}),
+            table=table,
+            column=DOCUMENT_COLUMN,
+            row_id=row_id,
+            subject_id=row["resident_id"],
+        )
     columns = list(rows[0])
     types = {column: _SQL_TYPES.get(column, "text") for column in columns}
-    for column in sealed_columns:
-        types[column] = "bytea"
+    types[DOCUMENT_COLUMN] = "bytea"
     selects = ", ".join(f"${n}::{types[c]}[]" for n, c in enumerate(columns, start=1))
     # Table and column names are this module's, never input.
     await default_connection().execute_query(

@@ -1,18 +1,20 @@
 """The health part of the resident record: diagnoses, medications and allergies.
 
 Every health field is sealed with the resident's data key (compliance/encryption) before it is written and
-opened after it is read; the tables hold ciphertexts (migrations/tenant/0005_health_record.sql). A row's
-id is taken from its sequence first, because the ciphertexts are bound to it.
+opened after it is read: an entry's sealed values are one document (`details`, migration 0012; rows from
+before it hold one ciphertext per column and still read). A row's id is taken from its sequence first,
+because the ciphertext is bound to it.
 
 Input is checked as a whole and reported together (ValidationFailed): nothing is written unless all of it
 is valid. Reads of many residents at once (`health_records_of`) load their data keys in one query.
 
 Corrections (migrations/tenant/0011_health_record_corrections.sql): a diagnosis or an allergy is changed in
-place, only its changed columns sealed again under the same row id; an entry recorded in error is marked
+place, its document sealed again under the same row id; an entry recorded in error is marked
 (`entered_in_error_at`, `entered_in_error_by`), not deleted, and from then on left out of every read and
 every change (NotFound). Changes and marks of an erased resident's record raise Erased.
 """
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -76,7 +78,10 @@ class AllergySeverity(StrEnum):
     SEVERE = "severe"
 
 
-# What is sealed, per table: the columns whose values are ciphertexts.
+# What is sealed, per table: the values of the entry's sealed document (`details`); rows written before
+# migration 0012 hold them as sealed columns of these names.
+DOCUMENT_COLUMN = "details"
+DOCUMENT_BLOCK = 32
 SEALED_COLUMNS: Mapping[str, tuple[str, ...]] = {
     "diagnosis": ("condition", "icd10", "note"),
     "medication": ("drug", "dose", "route", "frequency", "prescriber"),
@@ -316,6 +321,21 @@ async def _require_resident(resident_id: int) -> None:
         raise NotFound("Resident not found.")
 
 
+def entry_document(values: Mapping[str, str | None]) -> bytes:
+    """The sealed part of an entry as one JSON document, padded with spaces to whole blocks (JSON allows
+    trailing space) so that its length tells little about the texts inside."""
+    raw = json.dumps({k: v for k, v in values.items() if v is not None}, ensure_ascii=False).encode()
+    return raw.ljust(-(-len(raw) // DOCUMENT_BLOCK) * DOCUMENT_BLOCK, b" ")
+
+
+async def _seal_document(
+    cipher: FieldCipher, table: str, row_id: int, resident_id: int, values: Mapping[str, str | None]
+) -> bytes:
+    return await cipher.encrypt(
+        entry_document(values), table=table, column=DOCUMENT_COLUMN, row_id=row_id, subject_id=resident_id
+    )
+
+
 async def _insert_sealed(
     cipher: FieldCipher,
     table: str,
@@ -325,14 +345,7 @@ async def _insert_sealed(
 ) -> int:
     (row_id,) = await next_ids(table, 1)
     values: dict[str, object] = {"id": row_id, "resident_id": resident_id, **plain}
-    for column, value in sealed.items():
-        values[column] = (
-            None
-            if value is None
-            else await cipher.encrypt(
-                value, table=table, column=column, row_id=row_id, subject_id=resident_id
-            )
-        )
+    values[DOCUMENT_COLUMN] = await _seal_document(cipher, table, row_id, resident_id, sealed)
     columns = list(values)
     placeholders = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
     # Table and column names come from SEALED_COLUMNS and this module, never from input.
@@ -343,7 +356,19 @@ async def _insert_sealed(
 
 
 async def _open(cipher: FieldCipher, table: str, row: Mapping[str, Any]) -> dict[str, str | None]:
+    """The sealed values of an entry by column name: from its document, or, for a row written before
+    documents (migration 0012), from its sealed columns."""
     columns = SEALED_COLUMNS[table]
+    if row[DOCUMENT_COLUMN] is not None:
+        plain = await cipher.decrypt(
+            row[DOCUMENT_COLUMN],
+            table=table,
+            column=DOCUMENT_COLUMN,
+            row_id=row["id"],
+            subject_id=row["resident_id"],
+        )
+        document = json.loads(plain)
+        return {column: document.get(column) for column in columns}
     opened = await cipher.open_row(
         [row[column] for column in columns],
         table=table,
@@ -468,16 +493,15 @@ async def _update_entry(
     plain: Mapping[str, object],
     changed_by: str,
 ) -> None:
-    """Seal `sealed` (only the changed columns) under the row's id and write them with `plain`."""
+    """Write the changed values: `sealed` (the changed sealed values) into the entry's document, sealed
+    again under the row's id (a row from before documents becomes one), and `plain` as they are."""
     values: dict[str, object] = dict(plain)
-    for column, value in sealed.items():
-        values[column] = (
-            None
-            if value is None
-            else await cipher.encrypt(
-                value, table=entry.value, column=column, row_id=row["id"], subject_id=row["resident_id"]
-            )
+    if sealed:
+        current = await _open(cipher, entry.value, row)
+        values[DOCUMENT_COLUMN] = await _seal_document(
+            cipher, entry.value, row["id"], row["resident_id"], {**current, **sealed}
         )
+        values.update(dict.fromkeys(SEALED_COLUMNS[entry.value]))
     if not values:
         return
     assignments = ", ".join(f"{column} = ${n}" for n, column in enumerate(values, start=3))

@@ -8,7 +8,9 @@ from typing import TypeVar
 import pytest
 
 from care import health_record as care
-from compliance.encryption import CiphertextRejected
+from care.residents import next_ids
+from compliance.encryption import CiphertextRejected, field_cipher
+from compliance.encryption.format import OVERHEAD
 from tenants.db import default_connection
 from tenants.errors import NotFound, ValidationFailed
 from tenants.models import Institution
@@ -78,13 +80,12 @@ async def test_the_record_round_trips_and_is_sealed_at_rest(world: World) -> Non
 
         for table in ("diagnosis", "medication", "allergy"):
             for row in await raw_rows(table, 2):
-                for column in care.SEALED_COLUMNS[table]:
-                    value = row[column]
-                    if value is None:
-                        continue
-                    assert isinstance(value, bytes)
-                    for plaintext in ("糖尿病", "E11.9", "氨氯地平", "王医生", "青霉素", "皮疹", "oral"):
-                        assert plaintext.encode() not in value, (table, column)
+                # One sealed document per entry; the columns of the older shape stay empty.
+                assert all(row[column] is None for column in care.SEALED_COLUMNS[table])
+                value = row[care.DOCUMENT_COLUMN]
+                assert isinstance(value, bytes) and (len(value) - OVERHEAD) % care.DOCUMENT_BLOCK == 0
+                for plaintext in ("糖尿病", "E11.9", "氨氯地平", "王医生", "青霉素", "皮疹", "oral"):
+                    assert plaintext.encode() not in value, table
 
     await in_tenant(institution, work)
 
@@ -134,10 +135,49 @@ async def test_a_sealed_field_moved_to_another_row_does_not_open(world: World) -
             1, care.NewAllergy("花生", care.AllergySeverity.MILD), recorded_by="account:1"
         )
         await default_connection().execute_query(
-            "UPDATE allergy SET substance = (SELECT substance FROM allergy WHERE id = $1) WHERE id = $2",
+            "UPDATE allergy SET details = (SELECT details FROM allergy WHERE id = $1) WHERE id = $2",
             [first.id, second.id],
         )
         with pytest.raises(CiphertextRejected):
             await care.health_records_of([1])
+
+    await in_tenant(institution, work)
+
+
+async def test_an_entry_sealed_column_by_column_before_documents_still_reads_and_converts(
+    world: World,
+) -> None:
+    """Rows written before migration 0012 hold one ciphertext per column: they read as before, and a
+    correction writes them as a document."""
+    institution = world.institution_ids[18]
+
+    async def work() -> None:
+        resident = 2
+        cipher = await field_cipher()
+        (row_id,) = await next_ids("allergy", 1)
+        sealed = {
+            column: await cipher.encrypt(
+                value, table="allergy", column=column, row_id=row_id, subject_id=resident
+            )
+            for column, value in (("substance", "头孢"), ("reaction", "皮疹"), ("severity", "moderate"))
+        }
+        await default_connection().execute_query(
+            """INSERT INTO allergy (id, resident_id, substance, reaction, severity, recorded_by)
+               VALUES ($1, $2, $3, $4, $5, 'account:1')""",
+            [row_id, resident, sealed["substance"], sealed["reaction"], sealed["severity"]],
+        )
+        record = (await care.health_records_of([resident]))[resident]
+        assert ("头孢", "皮疹", care.AllergySeverity.MODERATE) in [
+            (a.substance, a.reaction, a.severity) for a in record.allergies
+        ]
+
+        updated = await care.update_allergy(
+            resident, row_id, care.AllergyChanges(reaction="荨麻疹"), changed_by="account:2"
+        )
+        assert (updated.substance, updated.reaction) == ("头孢", "荨麻疹")
+        (row,) = [r for r in await raw_rows("allergy", resident) if r["id"] == row_id]
+        assert row["substance"] is None and row["reaction"] is None and row["details"] is not None
+        record = (await care.health_records_of([resident]))[resident]
+        assert ("头孢", "荨麻疹") in [(a.substance, a.reaction) for a in record.allergies]
 
     await in_tenant(institution, work)
