@@ -16,7 +16,7 @@ every change (NotFound). Changes and marks of an erased resident's record raise 
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
@@ -24,12 +24,12 @@ from enum import Enum, StrEnum
 from typing import Any
 
 from care.residents import next_ids
+from care.sealed_rows import ERASED, execute, text
 from compliance.encryption import FieldCipher, field_cipher
 from tenants.db import default_connection
 from tenants.errors import Erased, InvalidInput, NotFound, ValidationFailed, raise_if_any
 
 MAX_TEXT = 200
-ERASED = "The personal data of this resident was erased."
 MAX_DOSE = Decimal(10_000)
 _ICD10 = re.compile(r"^[A-TV-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?$")
 
@@ -203,24 +203,13 @@ class HealthRecord:
 # Checks ------------------------------------------------------------------------------------------
 
 
-def _text(value: str | None, name: str, problems: list[InvalidInput], *, required: bool) -> str | None:
-    cleaned = value.strip() if value is not None else ""
-    if not cleaned:
-        if required:
-            problems.append(InvalidInput("This field is required.", field=name))
-        return None
-    if len(cleaned) > MAX_TEXT:
-        problems.append(InvalidInput("At most {max} characters.", field=name, max=MAX_TEXT))
-    return cleaned
-
-
 def _not_after(day: date | None, today: date, name: str, problems: list[InvalidInput]) -> None:
     if day is not None and day > today:
         problems.append(InvalidInput("The date cannot be in the future.", field=name))
 
 
 def _icd10(value: str | None, problems: list[InvalidInput]) -> str | None:
-    icd10 = _text(value, "icd10", problems, required=False)
+    icd10 = text(value, "icd10", problems, limit=MAX_TEXT)
     if icd10 is not None:
         icd10 = icd10.upper()
         if not _ICD10.match(icd10):
@@ -230,9 +219,9 @@ def _icd10(value: str | None, problems: list[InvalidInput]) -> str | None:
 
 def check_diagnosis(new: NewDiagnosis, today: date) -> NewDiagnosis:
     problems: list[InvalidInput] = []
-    condition = _text(new.condition, "condition", problems, required=True)
+    condition = text(new.condition, "condition", problems, limit=MAX_TEXT, required=True)
     icd10 = _icd10(new.icd10, problems)
-    note = _text(new.note, "note", problems, required=False)
+    note = text(new.note, "note", problems, limit=MAX_TEXT)
     _not_after(new.diagnosed_on, today, "diagnosedOn", problems)
     _not_after(new.resolved_on, today, "resolvedOn", problems)
     if new.diagnosed_on and new.resolved_on and new.resolved_on < new.diagnosed_on:
@@ -247,11 +236,11 @@ def check_diagnosis_changes(current: Diagnosis, changes: DiagnosisChanges, today
     problems: list[InvalidInput] = []
     condition = current.condition
     if changes.condition is not None:
-        condition = _text(changes.condition, "condition", problems, required=True) or ""
+        condition = text(changes.condition, "condition", problems, limit=MAX_TEXT, required=True) or ""
     icd10 = current.icd10 if changes.icd10 is None else _icd10(changes.icd10, problems)
     note = current.note
     if changes.note is not None:
-        note = _text(changes.note, "note", problems, required=False)
+        note = text(changes.note, "note", problems, limit=MAX_TEXT)
     diagnosed_on, resolved_on = current.diagnosed_on, current.resolved_on
     if not isinstance(changes.diagnosed_on, Keep):
         diagnosed_on = changes.diagnosed_on
@@ -268,8 +257,8 @@ def check_diagnosis_changes(current: Diagnosis, changes: DiagnosisChanges, today
 
 def check_medication(new: NewMedication) -> NewMedication:
     problems: list[InvalidInput] = []
-    drug = _text(new.drug, "drug", problems, required=True)
-    prescriber = _text(new.prescriber, "prescriber", problems, required=False)
+    drug = text(new.drug, "drug", problems, limit=MAX_TEXT, required=True)
+    prescriber = text(new.prescriber, "prescriber", problems, limit=MAX_TEXT)
     try:
         amount = Decimal(new.dose_amount)
         if not amount.is_finite() or amount <= 0 or amount > MAX_DOSE:
@@ -289,8 +278,8 @@ def check_medication(new: NewMedication) -> NewMedication:
 
 def check_allergy(new: NewAllergy) -> NewAllergy:
     problems: list[InvalidInput] = []
-    substance = _text(new.substance, "substance", problems, required=True)
-    reaction = _text(new.reaction, "reaction", problems, required=False)
+    substance = text(new.substance, "substance", problems, limit=MAX_TEXT, required=True)
+    reaction = text(new.reaction, "reaction", problems, limit=MAX_TEXT)
     raise_if_any(problems)
     return NewAllergy(substance or "", new.severity, reaction)
 
@@ -300,10 +289,10 @@ def check_allergy_changes(current: Allergy, changes: AllergyChanges) -> Allergy:
     problems: list[InvalidInput] = []
     substance = current.substance
     if changes.substance is not None:
-        substance = _text(changes.substance, "substance", problems, required=True) or ""
+        substance = text(changes.substance, "substance", problems, limit=MAX_TEXT, required=True) or ""
     reaction = current.reaction
     if changes.reaction is not None:
-        reaction = _text(changes.reaction, "reaction", problems, required=False)
+        reaction = text(changes.reaction, "reaction", problems, limit=MAX_TEXT)
     raise_if_any(problems)
     return Allergy(current.id, current.resident_id, substance, reaction, changes.severity or current.severity)
 
@@ -311,13 +300,8 @@ def check_allergy_changes(current: Allergy, changes: AllergyChanges) -> Allergy:
 # Storage -----------------------------------------------------------------------------------------
 
 
-async def _execute(sql: str, parameters: Sequence[object]) -> list[Mapping[str, Any]]:
-    _, rows = await default_connection().execute_query(sql, list(parameters))
-    return rows
-
-
 async def _require_resident(resident_id: int) -> None:
-    if not await _execute("SELECT 1 FROM resident WHERE id = $1", [resident_id]):
+    if not await execute("SELECT 1 FROM resident WHERE id = $1", [resident_id]):
         raise NotFound("Resident not found.")
 
 
@@ -349,7 +333,7 @@ async def _insert_sealed(
     columns = list(values)
     placeholders = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
     # Table and column names come from SEALED_COLUMNS and this module, never from input.
-    await _execute(
+    await execute(
         f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})", list(values.values())
     )
     return row_id
@@ -451,7 +435,7 @@ async def add_medication(resident_id: int, new: NewMedication, *, recorded_by: s
 async def resident_of_entry(entry: Entry, row_id: int) -> int:
     """The resident of a diagnosis, medication or allergy; NotFound if there is none or it was marked as
     entered in error."""
-    rows = await _execute(
+    rows = await execute(
         f"SELECT resident_id FROM {entry.value} WHERE id = $1 AND entered_in_error_at IS NULL", [row_id]
     )
     if not rows:
@@ -466,7 +450,7 @@ async def resident_of_medication(medication_id: int) -> int:
 async def _entry_to_change(entry: Entry, resident_id: int, row_id: int) -> Mapping[str, Any]:
     """The entry's row, locked until the unit of work ends; NotFound if it is not the resident's or was
     marked as entered in error."""
-    rows = await _execute(
+    rows = await execute(
         f"SELECT * FROM {entry.value} WHERE id = $1 AND resident_id = $2 AND entered_in_error_at IS NULL"
         " FOR UPDATE",
         [row_id, resident_id],
@@ -506,7 +490,7 @@ async def _update_entry(
         return
     assignments = ", ".join(f"{column} = ${n}" for n, column in enumerate(values, start=3))
     # Table and column names come from Entry and SEALED_COLUMNS, never from input.
-    await _execute(
+    await execute(
         f"UPDATE {entry.value} SET {assignments}, updated_at = now(), updated_by = $2 WHERE id = $1",
         [row["id"], changed_by, *values.values()],
     )
@@ -526,7 +510,7 @@ async def end_medication(
     row = await _entry_to_change(Entry.MEDICATION, resident_id, medication_id)
     if ended_on < row["started_on"]:
         raise ValidationFailed([InvalidInput("It cannot end before it started.", field="endedOn")])
-    await _execute(
+    await execute(
         "UPDATE medication SET ended_on = $2, updated_at = now(), updated_by = $3 WHERE id = $1",
         [medication_id, ended_on, changed_by],
     )
@@ -651,10 +635,10 @@ async def health_records_of(resident_ids: Iterable[int]) -> dict[int, HealthReco
     readable = [resident_id for resident_id in wanted if not records[resident_id].erased]
     # Entries marked as entered in error stay in the tables but are no longer part of the record.
     current = "resident_id = ANY($1::bigint[]) AND entered_in_error_at IS NULL ORDER BY id"
-    for row in await _execute(f"SELECT * FROM diagnosis WHERE {current}", [readable]):
+    for row in await execute(f"SELECT * FROM diagnosis WHERE {current}", [readable]):
         records[row["resident_id"]].diagnoses.append(await _diagnosis(cipher, row))
-    for row in await _execute(f"SELECT * FROM medication WHERE {current}", [readable]):
+    for row in await execute(f"SELECT * FROM medication WHERE {current}", [readable]):
         records[row["resident_id"]].medications.append(await _medication(cipher, row))
-    for row in await _execute(f"SELECT * FROM allergy WHERE {current}", [readable]):
+    for row in await execute(f"SELECT * FROM allergy WHERE {current}", [readable]):
         records[row["resident_id"]].allergies.append(await _allergy(cipher, row))
     return records

@@ -13,7 +13,7 @@ data keys. A resident whose data key was destroyed reads as `Erased` (GONE).
 
 import json
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from enum import StrEnum
@@ -231,15 +231,19 @@ async def current_preferences_of(
         except Erased as erased:
             found[row["resident_id"]] = erased
             continue
-        found[row["resident_id"]] = ResidentPreferences(
-            row["id"],
-            row["resident_id"],
-            row["version"],
-            from_document(opened[COLUMN] or b""),
-            row["recorded_by"],
-            row["recorded_at"],
-        )
+        found[row["resident_id"]] = _version_of(row, opened)
     return found
+
+
+def _version_of(row: Mapping[str, Any], opened: Mapping[str, bytes | None]) -> ResidentPreferences:
+    return ResidentPreferences(
+        row["id"],
+        row["resident_id"],
+        row["version"],
+        from_document(opened[COLUMN] or b""),
+        row["recorded_by"],
+        row["recorded_at"],
+    )
 
 
 async def load_preferences(resident_ids: list[int]) -> list[ResidentPreferences | BaseException | None]:
@@ -259,16 +263,7 @@ async def preferences_history(resident_id: int) -> list[ResidentPreferences]:
     history = []
     for row in rows:
         opened = await open_row(cipher, TABLE, row, (COLUMN,))
-        history.append(
-            ResidentPreferences(
-                row["id"],
-                row["resident_id"],
-                row["version"],
-                from_document(opened[COLUMN] or b""),
-                row["recorded_by"],
-                row["recorded_at"],
-            )
-        )
+        history.append(_version_of(row, opened))
     return history
 
 

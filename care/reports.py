@@ -20,6 +20,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from care.residents import get_resident, next_ids
+from care.sealed_rows import text
 from care.uploads import DOCUMENTS, ContentType, UploadedFile, check_file, resident_of_file
 from care.uploads import sniff as sniff  # re-exported: a report's kind is what sniff says
 from compliance.encryption import DataKeyDestroyed, FieldCipher, field_cipher
@@ -98,23 +99,10 @@ class ResidentReports:
 # Checks ------------------------------------------------------------------------------------------
 
 
-def _text(
-    value: str | None, name: str, limit: int, problems: list[InvalidInput], *, required: bool
-) -> str | None:
-    cleaned = value.strip() if value is not None else ""
-    if not cleaned:
-        if required:
-            problems.append(InvalidInput("This field is required.", field=name))
-        return None
-    if len(cleaned) > limit:
-        problems.append(InvalidInput("At most {max} characters.", field=name, max=limit))
-    return cleaned
-
-
 def check_report(new: NewReport, *, birth_date: date, today: date, max_bytes: int) -> CheckedReport:
     problems: list[InvalidInput] = []
-    title = _text(new.title, "title", MAX_TITLE, problems, required=True)
-    issuer = _text(new.issuer, "issuer", MAX_ISSUER, problems, required=False)
+    title = text(new.title, "title", problems, limit=MAX_TITLE, required=True)
+    issuer = text(new.issuer, "issuer", problems, limit=MAX_ISSUER)
     if new.report_date > today:
         problems.append(InvalidInput("The date cannot be in the future.", field="reportDate"))
     elif new.report_date < birth_date:

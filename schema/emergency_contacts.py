@@ -138,13 +138,21 @@ class RemoveEmergencyContactPayload:
     user_errors: list[UserError]
 
 
-def _contact_to_change(info: YiyangInfo, contact_id: str) -> tuple[int, int]:
-    """(institution id, contact primary key) of a contact id of the acting institution, else NOT_FOUND."""
+async def _contact_to_change(info: YiyangInfo, contact_id: str) -> tuple[int, int, int]:
+    """(institution id, contact primary key, its resident) of a contact id of the acting institution that
+    the principal may change (FORBIDDEN), else NOT_FOUND."""
     institution_id, pk = decode_id("EmergencyContact", contact_id, 2)
     require(info.context.principal, Action.EMERGENCY_CONTACTS_EDIT, institution=institution_id)
     if info.context.require_tenant().institution_id != institution_id:
         raise NotFound("Not found.")
-    return institution_id, pk
+    resident_id = await care.resident_of_contact(pk)
+    require(
+        info.context.principal,
+        Action.EMERGENCY_CONTACTS_EDIT,
+        institution=institution_id,
+        resident_id=resident_id,
+    )
+    return institution_id, pk, resident_id
 
 
 @strawberry.type
@@ -169,14 +177,7 @@ class EmergencyContactMutations:
     async def update_emergency_contact(
         self, info: YiyangInfo, input: UpdateEmergencyContactInput
     ) -> EmergencyContactPayload:
-        institution_id, contact_id = _contact_to_change(info, input.id)
-        resident_id = await care.resident_of_contact(contact_id)
-        require(
-            info.context.principal,
-            Action.EMERGENCY_CONTACTS_EDIT,
-            institution=institution_id,
-            resident_id=resident_id,
-        )
+        institution_id, contact_id, resident_id = await _contact_to_change(info, input.id)
         changes = care.EmergencyContactChanges(
             input.name, input.role, input.phone, input.priority, input.note
         )
@@ -196,13 +197,6 @@ class EmergencyContactMutations:
     async def remove_emergency_contact(
         self, info: YiyangInfo, input: RemoveEmergencyContactInput
     ) -> RemoveEmergencyContactPayload:
-        institution_id, contact_id = _contact_to_change(info, input.id)
-        resident_id = await care.resident_of_contact(contact_id)
-        require(
-            info.context.principal,
-            Action.EMERGENCY_CONTACTS_EDIT,
-            institution=institution_id,
-            resident_id=resident_id,
-        )
+        _, contact_id, resident_id = await _contact_to_change(info, input.id)
         await care.remove_contact(resident_id, contact_id)
         return RemoveEmergencyContactPayload(removed_emergency_contact_id=input.id, user_errors=[])
