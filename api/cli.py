@@ -1,4 +1,4 @@
-"""The `yiyang` command: run, worker, migrate, tenants, clients, keys, seed, token, bench."""
+"""The `yiyang` command: run, worker, migrate, tenants, clients, keys, seed, token, audit, bench."""
 
 import argparse
 import asyncio
@@ -182,6 +182,7 @@ def _cmd_keys_rotate(args: argparse.Namespace) -> int:
                 )
                 print(f"signing keys re-sealed: {done.signing_keys_resealed}")
                 print(f"TOTP secrets re-sealed: {done.totp_secrets_resealed}")
+                print(f"audit checkpoint keys re-sealed: {done.audit_keys_resealed}")
                 print(f"tenant keys under another root key: {left}")
                 return 0 if left == 0 else 1
             algorithm = Algorithm.from_label(args.algorithm) if args.algorithm else None
@@ -264,7 +265,34 @@ def _cmd_token(args: argparse.Namespace) -> int:
     return asyncio.run(_with_database(issue))
 
 
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from compliance.audit.checkpoints import checkpoint
+    from compliance.audit.verify import institutions, verify_tenants
+
+    async def audit() -> int:
+        tenants = await institutions(args.institution)
+        if args.institution is not None and not tenants:
+            print(f"no institution {args.institution}", file=sys.stderr)
+            return 2
+        if args.action == "checkpoint":
+            for tenant in tenants:
+                point = await checkpoint(tenant)
+                signed = f"checkpoint at seq {point.seq}" if point else "no events"
+                print(f"institution {tenant.institution_id}: {signed}")
+            return 0
+        reports = await verify_tenants(tenants)
+        for report in reports:
+            print("\n".join(report.lines()))
+        return 0 if all(report.intact for report in reports) else 1
+
+    return asyncio.run(_with_database(audit))
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.suite == "audit":
+        from bench.audit import main as bench_audit
+
+        return bench_audit(args.rest)
     if args.suite == "page":
         from bench.page import main as bench_page
 
@@ -369,8 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--institution", type=int, help="where a staff account acts (if several)")
     token.set_defaults(handler=_cmd_token)
 
+    audit = commands.add_parser("audit", help="the audit log: verify its chains, sign checkpoints")
+    audit.add_argument("action", choices=["verify", "checkpoint"])
+    audit.add_argument("--institution", type=int, help="this institution only (default: all)")
+    audit.set_defaults(handler=_cmd_audit)
+
     bench = commands.add_parser("bench", help="benchmarks; `yiyang bench tenancy --help`")
-    bench.add_argument("suite", choices=["tenancy", "search", "page"])
+    bench.add_argument("suite", choices=["tenancy", "search", "page", "audit"])
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(handler=_cmd_bench)
     return parser

@@ -185,6 +185,8 @@ class GraphQLView(ProtocolView):
             code = original.code
             if original.field:
                 formatted.setdefault("extensions", {})["field"] = original.field
+            if original.reason is not None:
+                formatted.setdefault("extensions", {})["reason"] = original.reason
         elif is_expected(error):
             code = "BAD_USER_INPUT"
         else:

@@ -56,6 +56,11 @@ class Action(StrEnum):
     STAFF_VIEW = "staff.view"
     STAFF_MANAGE = "staff.manage"
     CLIENT_MANAGE = "client.manage"  # integrator clients of an institution or chain
+    CONSENT_VIEW = "consent.view"  # a resident's consent records and their history
+    CONSENT_RECORD = "consent.record"  # record a consent or a new version of one
+    CONSENT_WITHDRAW = "consent.withdraw"
+    DATA_SUBJECT_EXPORT = "data_subject.export"  # everything held about a resident (PIPL art. 45)
+    DATA_SUBJECT_ERASE = "data_subject.erase"  # crypto-shredding a resident (PIPL art. 47)
     ACCOUNT_SELF = "account.self"  # one's own account: password, second factor
 
 
@@ -83,6 +88,7 @@ _INTAKE = frozenset({StaffRole.INSTITUTION_ADMIN, StaffRole.SALES, StaffRole.HEA
 _ADMIN = frozenset({StaffRole.INSTITUTION_ADMIN})
 _CLINICAL = frozenset({StaffRole.HEAD_NURSE, StaffRole.NURSE, StaffRole.DOCTOR})
 _CHAIN_ADMIN = frozenset({ChainRole.CHAIN_ADMIN})
+_CONSENT_KEEPERS = frozenset({StaffRole.INSTITUTION_ADMIN, StaffRole.HEAD_NURSE, StaffRole.BUTLER})
 READ_RESIDENTS, WRITE_RESIDENTS, WRITE_VITALS = "residents:read", "residents:write", "vitals:write"
 _ANY_SCOPE = frozenset({READ_RESIDENTS, WRITE_RESIDENTS, WRITE_VITALS})
 
@@ -124,7 +130,9 @@ PERMISSIONS: dict[Action, Grant] = {
     # integrators may see follows consent (the consent issue), not this table.
     Action.HEALTH_RECORD_VIEW: Grant(Level.RESIDENT, staff=_ADMIN | _CLINICAL | {StaffRole.CAREGIVER}),
     Action.HEALTH_RECORD_EDIT: Grant(Level.RESIDENT, staff=_CLINICAL),
-    Action.VITALS_VIEW: Grant(Level.RESIDENT, staff=_ADMIN | _CLINICAL | {StaffRole.CAREGIVER}),
+    # Family accounts read vitals of the residents they follow only under a consent naming them (the
+    # decision point, compliance/consent.py, asked by every vitals resolver after this table).
+    Action.VITALS_VIEW: Grant(Level.RESIDENT, staff=_ADMIN | _CLINICAL | {StaffRole.CAREGIVER}, family=True),
     Action.VITALS_RECORD: Grant(
         Level.RESIDENT, staff=_CLINICAL | {StaffRole.CAREGIVER}, scopes=frozenset({WRITE_VITALS})
     ),
@@ -177,6 +185,15 @@ PERMISSIONS: dict[Action, Grant] = {
     Action.STAFF_VIEW: Grant(Level.INSTITUTION, staff=_ADMIN | {StaffRole.HEAD_NURSE}, chain=_ALL_CHAIN),
     Action.STAFF_MANAGE: Grant(Level.INSTITUTION, staff=_ADMIN, chain=_CHAIN_ADMIN),
     Action.CLIENT_MANAGE: Grant(Level.INSTITUTION, staff=_ADMIN, chain=_CHAIN_ADMIN),
+    # Consents (compliance/consent.py): those who receive the paper or talk to the guardian record and
+    # withdraw them; a family account sees and withdraws only what it granted as guardian (the consent
+    # module narrows it further than this table).
+    Action.CONSENT_VIEW: Grant(Level.RESIDENT, staff=_CONSENT_KEEPERS, family=True),
+    Action.CONSENT_RECORD: Grant(Level.RESIDENT, staff=_CONSENT_KEEPERS),
+    Action.CONSENT_WITHDRAW: Grant(Level.RESIDENT, staff=_CONSENT_KEEPERS, family=True),
+    # The whole record, and its existence: the institution's admin, who answers the request.
+    Action.DATA_SUBJECT_EXPORT: Grant(Level.RESIDENT, staff=_ADMIN),
+    Action.DATA_SUBJECT_ERASE: Grant(Level.RESIDENT, staff=_ADMIN),
     # Every person with an account; an integrator client has none.
     Action.ACCOUNT_SELF: Grant(
         Level.ACCOUNT, staff=_ALL_STAFF, chain=_ALL_CHAIN, family=True, supervisor=True, operator=True

@@ -17,7 +17,9 @@ from care import assessment_records as care
 from care import assessments as scoring
 from care.models import CareLevel
 from care.residents import ResidentChanges, institution_today, update_resident
+from compliance.consent import Category
 from compliance.policy import Action, require
+from schema.consents import require_consent
 from schema.context import YiyangInfo
 from schema.ids import decode_id, encode_id
 from schema.pagination import Connection, connection, page_request
@@ -392,6 +394,7 @@ async def resident_assessments(
     require(
         info.context.principal, Action.ASSESSMENT_VIEW, institution=root.institution_id, resident_id=root.pk
     )
+    await require_consent(info, Action.ASSESSMENT_VIEW, root.pk, Category.ASSESSMENTS)
     page = page_request(first, after)
     rows = await care.list_assessments(root.pk, scale, after_id=page.after_key, limit=page.size + 1)
     locale = info.context.locale
@@ -409,6 +412,7 @@ async def resident_latest_assessments(root: _ResidentNode, info: YiyangInfo) -> 
     require(
         info.context.principal, Action.ASSESSMENT_VIEW, institution=root.institution_id, resident_id=root.pk
     )
+    await require_consent(info, Action.ASSESSMENT_VIEW, root.pk, Category.ASSESSMENTS)
     latest = await info.context.loaders.latest_assessments.load(root.pk)
     locale = info.context.locale
 
@@ -424,6 +428,7 @@ async def resident_care_level_suggestion(root: _ResidentNode, info: YiyangInfo) 
     require(
         info.context.principal, Action.ASSESSMENT_VIEW, institution=root.institution_id, resident_id=root.pk
     )
+    await require_consent(info, Action.ASSESSMENT_VIEW, root.pk, Category.ASSESSMENTS)
     latest = await info.context.loaders.latest_assessments.load(root.pk)
     found = care.resident_suggestion(latest, root.care_level)
     return None if found is None else SuggestionType.of(found, root.institution_id, info.context.locale)

@@ -17,6 +17,7 @@ from care.residents import FamilyMemberRecord, family_members_of
 from care.timeline import LatestKey, ServiceRecord, load_latest_records
 from care.uploads import DEFAULT_MAX_FILE_BYTES
 from care.vitals import Measure, Reading, load_latest_vitals
+from compliance.consent import ConsentTerms, load_terms
 from compliance.identity.login_throttle import LoginThrottle
 from compliance.principals import Principal
 from tenants.context import TenantRef
@@ -97,6 +98,11 @@ class Loaders:
     )
     family_communications: DataLoader[PageKey, FamilyCommunicationPage] = field(
         default_factory=lambda: DataLoader(load_fn=load_first_pages)
+    )
+    # The current versions of residents' consents, plain parts only (compliance/consent.py): what the
+    # decision point reads; per request, so that a withdrawal takes effect on the next one.
+    consent_terms: DataLoader[int, tuple[ConsentTerms, ...]] = field(
+        default_factory=lambda: DataLoader(load_fn=load_terms)
     )
 
 

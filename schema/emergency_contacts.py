@@ -12,7 +12,9 @@ import strawberry
 
 from care import emergency_contacts as care
 from care.residents import FamilyMemberRecord
+from compliance.consent import Category
 from compliance.policy import Action, require
+from schema.consents import require_consent
 from schema.context import YiyangInfo
 from schema.ids import decode_id, encode_id
 from schema.preferences import _ResidentNode, recorder, resident_to_change
@@ -90,6 +92,7 @@ async def resident_emergency_contacts(
         institution=root.institution_id,
         resident_id=root.pk,
     )
+    await require_consent(info, Action.EMERGENCY_CONTACTS_VIEW, root.pk, Category.DAILY_CARE)
     loaders = info.context.loaders
     members = await loaders.family_members.load(root.pk)
     contacts = await loaders.emergency_contacts.load(root.pk)

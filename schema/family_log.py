@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Annotated
 import strawberry
 
 from care import family_log as care
+from compliance.consent import Category
 from compliance.policy import Action, require
+from schema.consents import require_consent
 from schema.context import YiyangInfo
 from schema.ids import decode_id, encode_id
 from schema.pagination import Connection, connection, page_request
@@ -82,6 +84,7 @@ async def resident_family_communications(
     require(
         info.context.principal, Action.FAMILY_LOG_VIEW, institution=root.institution_id, resident_id=root.pk
     )
+    await require_consent(info, Action.FAMILY_LOG_VIEW, root.pk, Category.DAILY_CARE)
     page = page_request(first, after)
     if page.after_key is None:
         loaded = await info.context.loaders.family_communications.load((root.pk, page.size + 1))

@@ -17,7 +17,9 @@ import strawberry
 
 from care import health_record as care
 from care.residents import institution_today
+from compliance.consent import Category
 from compliance.policy import Action, require
+from schema.consents import require_consent
 from schema.context import YiyangInfo
 from schema.ids import decode_id, encode_id
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
@@ -108,6 +110,8 @@ async def health_record_of(info: YiyangInfo, institution_id: int, resident_id: i
     require(
         info.context.principal, Action.HEALTH_RECORD_VIEW, institution=institution_id, resident_id=resident_id
     )
+    await require_consent(info, Action.HEALTH_RECORD_VIEW, resident_id, Category.MEDICAL_HISTORY)
+    await require_consent(info, Action.HEALTH_RECORD_VIEW, resident_id, Category.MEDICATIONS)
     record = await info.context.loaders.health_record.load(resident_id)
     if record.erased:
         raise Erased("The personal data of this resident was erased.")

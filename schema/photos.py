@@ -12,7 +12,9 @@ import strawberry
 from strawberry.file_uploads import Upload
 
 from care import photos as care
+from compliance.consent import Category
 from compliance.policy import Action, require
+from schema.consents import require_consent
 from schema.context import YiyangInfo
 from schema.ids import encode_id
 from schema.uploads import DOWNLOAD_URL, resident_upload, uploader
@@ -57,6 +59,7 @@ async def resident_photo(root: _ResidentNode, info: YiyangInfo) -> ResidentPhoto
         institution=root.institution_id,
         resident_id=root.pk,
     )
+    await require_consent(info, Action.RESIDENT_PHOTO_VIEW, root.pk, Category.PHOTOS)
     row = await info.context.loaders.resident_photo.load(root.pk)
     return None if row is None else ResidentPhotoType.of(row, root.institution_id)
 

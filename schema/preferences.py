@@ -11,7 +11,9 @@ from typing import Protocol
 import strawberry
 
 from care import preferences as care
+from compliance.consent import Category
 from compliance.policy import Action, require
+from schema.consents import require_consent
 from schema.context import YiyangInfo
 from schema.ids import decode_id, encode_id
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
@@ -101,6 +103,7 @@ async def resident_preferences(root: _ResidentNode, info: YiyangInfo) -> Residen
     require(
         info.context.principal, Action.PREFERENCES_VIEW, institution=root.institution_id, resident_id=root.pk
     )
+    await require_consent(info, Action.PREFERENCES_VIEW, root.pk, Category.DAILY_CARE)
     found = await info.context.loaders.preferences.load(root.pk)
     return None if found is None else ResidentPreferencesType.of(found, root.institution_id)
 

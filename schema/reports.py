@@ -15,7 +15,9 @@ from strawberry.file_uploads import Upload
 
 from care import reports as care
 from care.residents import institution_today
+from compliance.consent import Category
 from compliance.policy import Action, require
+from schema.consents import require_consent
 from schema.context import YiyangInfo
 from schema.ids import decode_id, encode_id
 from schema.pagination import Connection, page_request, paginate_loaded
@@ -78,6 +80,7 @@ async def resident_checkup_reports(
         institution=root.institution_id,
         resident_id=root.pk,
     )
+    await require_consent(info, Action.CHECKUP_REPORT_VIEW, root.pk, Category.MEDICAL_HISTORY)
     page = page_request(first, after)
     reports = (await info.context.loaders.checkup_reports.load(root.pk)).require()
     nodes = [CheckupReportType.of(row, root.institution_id) for row in reports]

@@ -9,6 +9,8 @@ from strawberry.extensions.query_depth_limiter import create_validator as depth_
 from strawberry.types import ExecutionContext
 
 from schema.assessments import AssessmentMutations, AssessmentQueries
+from schema.consents import ConsentMutations
+from schema.data_requests import DataRequestMutations
 from schema.document_limits import DocumentLimits, DocumentLimitsAndCache
 from schema.emergency_contacts import EmergencyContactMutations
 from schema.execution import YiyangExecutionContext
@@ -48,6 +50,8 @@ class Query(InstitutionQueries, ResidentQueries, IdentityQueries, AssessmentQuer
 class Mutation(
     AssessmentMutations,
     CheckupReportMutations,
+    ConsentMutations,
+    DataRequestMutations,
     EmergencyContactMutations,
     FamilyLogMutations,
     HealthRecordMutations,

@@ -20,7 +20,9 @@ from typing import Annotated, Protocol
 import strawberry
 
 from care import timeline as domain
+from compliance.consent import Category
 from compliance.policy import Action, require
+from schema.consents import require_consent
 from schema.context import YiyangInfo
 from schema.ids import decode_id, encode_id
 from schema.pagination import Connection, Edge, PageInfo, page_request
@@ -261,6 +263,7 @@ async def resident_timeline(
         institution=root.institution_id,
         resident_id=root.pk,
     )
+    await require_consent(info, Action.SERVICE_RECORD_VIEW, root.pk, Category.DAILY_CARE)
     size = page_request(first, None).size
     position = None if after is None else decode_position(after)
     criteria = domain.TimelineFilter(kinds=_kinds(kinds), start=from_, end=to)
@@ -294,6 +297,7 @@ async def resident_latest_services(
         institution=root.institution_id,
         resident_id=root.pk,
     )
+    await require_consent(info, Action.SERVICE_RECORD_VIEW, root.pk, Category.DAILY_CARE)
     if not 0 <= first <= domain.MAX_LATEST:
         raise InvalidInput("first must be between 0 and {max}.", field="first", max=domain.MAX_LATEST)
     if first == 0:

@@ -11,12 +11,17 @@ from typing import Annotated, Protocol
 import strawberry
 
 from care import vitals as care
+from compliance.audit import record_request_event
+from compliance.consent import Category
 from compliance.policy import Action, require
 from compliance.principals import Principal, PrincipalKind
+from schema.consents import require_consent
 from schema.context import YiyangInfo
 from schema.ids import encode_id
 from schema.pagination import Connection, connection, page_request
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
+
+VITALS_CATEGORY = "vitals"  # the data category of the audit event (a name, never a value)
 
 VitalMeasure = strawberry.enum(care.Measure, name="VitalMeasure")
 GlucoseContextEnum = strawberry.enum(care.GlucoseContext, name="GlucoseContext")
@@ -176,7 +181,12 @@ async def resident_vitals(
 ) -> Connection[VitalReadingType]:
     """The resident's vital signs, newest first; `from` inclusive, `to` exclusive."""
     require(info.context.principal, Action.VITALS_VIEW, institution=root.institution_id, resident_id=root.pk)
+    await require_consent(info, Action.VITALS_VIEW, root.pk, Category.VITALS)
     page = page_request(first, after)
+    # The demonstration of the audit log (issue 5): the decision point will supply the purpose.
+    await record_request_event(
+        info.context, Action.VITALS_VIEW, resident_id=root.pk, data_categories=(VITALS_CATEGORY,)
+    )
     criteria = care.ReadingFilter(measure=measure, start=from_, end=to)
     rows = await care.list_readings(root.pk, criteria, after_id=page.after_key, limit=page.size + 1)
     return connection(
@@ -191,6 +201,7 @@ async def resident_vitals(
 async def resident_latest_vitals(root: _ResidentNode, info: YiyangInfo) -> list[VitalReadingType]:
     """The latest reading of each measure taken (a page of residents: one query for all of them)."""
     require(info.context.principal, Action.VITALS_VIEW, institution=root.institution_id, resident_id=root.pk)
+    await require_consent(info, Action.VITALS_VIEW, root.pk, Category.VITALS)
     latest = await info.context.loaders.latest_vitals.load(root.pk)
     return [
         VitalReadingType.from_reading(latest[m], root.institution_id) for m in care.Measure if m in latest
@@ -209,6 +220,7 @@ async def resident_vital_series(
     """Readings of one measure in [from, to) for a chart (default: the last 30 days), at most maxPoints
     points (default 200, at most 1000): beyond that, time buckets with count, min, mean and max."""
     require(info.context.principal, Action.VITALS_VIEW, institution=root.institution_id, resident_id=root.pk)
+    await require_consent(info, Action.VITALS_VIEW, root.pk, Category.VITALS)
     found = await care.series(root.pk, measure, start=from_, end=to, max_points=max_points, context=context)
     return VitalSeriesType.from_series(found)
 
@@ -279,6 +291,7 @@ class VitalMutations:
         self, info: YiyangInfo, input: RecordVitalSignInput
     ) -> RecordVitalSignPayload:
         pk = _resident(info, input.resident_id, Action.VITALS_RECORD)
+        await require_consent(info, Action.VITALS_RECORD, pk, Category.VITALS)
         tenant = info.context.require_tenant()
         new = care.NewReading(
             measure=input.measure,

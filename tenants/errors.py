@@ -10,6 +10,8 @@ from typing import ClassVar
 
 class DomainError(Exception):
     code: ClassVar[str] = "BAD_USER_INPUT"
+    # A finer reason a client can tell apart, rendered as extensions.reason (e.g. CONSENT_REQUIRED).
+    reason: ClassVar[str | None] = None
 
     def __init__(self, message: str, *, field: str | None = None, **params: object) -> None:
         super().__init__(message.format(**params) if params else message)
@@ -39,6 +41,12 @@ class Conflict(DomainError):
 
 class Forbidden(DomainError):
     code = "FORBIDDEN"
+
+
+class ConsentRequired(Forbidden):
+    """Refused because no active consent allows this use of a resident's data (compliance/consent.py)."""
+
+    reason = "CONSENT_REQUIRED"
 
 
 class ValidationFailed(InvalidInput):

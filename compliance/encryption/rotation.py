@@ -12,9 +12,10 @@ Tenant key (`rotate_tenant_key`, `yiyang keys rotate --institution ID`):
    then retires the older versions and erases their wrapped key.
 
 Root key (`rotate_root_key`, `yiyang keys rotate --root`): every tenant key not yet wrapped by the
-keyring's primary root key is re-wrapped by it, in batches; then the signing keys and TOTP secrets, which
-the root key seals directly, are sealed again under it. See docs/security.md for the procedure
-(YIYANG_ROOT_KEY_NEW alongside YIYANG_ROOT_KEY during the switch).
+keyring's primary root key is re-wrapped by it, in batches; then what the root key seals directly (the
+access-token signing keys, the TOTP secrets, the audit log's checkpoint signing keys) is sealed again
+under it. See docs/security.md for the procedure (YIYANG_ROOT_KEY_NEW alongside YIYANG_ROOT_KEY during
+the switch).
 """
 
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,7 @@ import asyncpg
 from tortoise.exceptions import OperationalError
 from tortoise.transactions import in_transaction
 
+from compliance.audit.checkpoints import reseal_audit_keys
 from compliance.encryption.format import Algorithm, KeyUnavailable
 from compliance.encryption.keys import (
     RootKeyring,
@@ -63,6 +65,7 @@ class RootRotation:
     tenant_keys_rewrapped: int = 0
     signing_keys_resealed: int = 0
     totp_secrets_resealed: int = 0
+    audit_keys_resealed: int = 0
 
 
 def _is_deadlock(problem: BaseException) -> bool:
@@ -274,6 +277,7 @@ async def rotate_root_key(
             break
     rotation.signing_keys_resealed = await reseal_signing_keys(keyring.keys)
     rotation.totp_secrets_resealed = await reseal_secrets(keyring.keys, batch_size=batch_size)
+    rotation.audit_keys_resealed = await reseal_audit_keys(keyring.keys)
     return rotation
 
 

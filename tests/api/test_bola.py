@@ -159,6 +159,16 @@ PROBES: dict[tuple[str, str, str], tuple[str, str]] = {
         "Resident",
         "mutation($id: ID!) { removeResidentPhoto(input: {residentId: $id}) { removedId } }",
     ),
+    # Data-subject requests (schema/data_requests.py).
+    ("mutation", "exportResidentData", "input.residentId"): (
+        "Resident",
+        "mutation($id: ID!) { exportResidentData(input: {residentId: $id}) { export } }",
+    ),
+    ("mutation", "eraseResident", "input.residentId"): (
+        "Resident",
+        "mutation($id: ID!) { eraseResident(input: {residentId: $id, reason: DATA_SUBJECT_REQUEST})"
+        " { erasure { erasedAt } } }",
+    ),
     # The service timeline (schema/timeline.py).
     ("mutation", "recordService", "input.residentId"): (
         "Resident",
@@ -189,6 +199,26 @@ PROBES: dict[tuple[str, str, str], tuple[str, str]] = {
         "Assessment",
         "mutation($id: ID!) { applyCareLevelSuggestion(input: {residentId: "
         f'"{encode_id("Resident", 0, 1)}", assessmentId: $id}}) {{ resident {{ careLevel }} }} }}',
+    ),
+    # Consents (schema/consents.py).
+    ("mutation", "recordConsent", "input.residentId"): (
+        "Resident",
+        "mutation($id: ID!) { recordConsent(input: {residentId: $id, grantor: {kind: RESIDENT},"
+        " grantee: {kind: INSTITUTION}, purposes: [CARE_DELIVERY], categories: [VITALS],"
+        ' noticeVersion: "v1",'
+        f' noticeSha256: "{"0" * 64}", method: VERBAL_WITNESSED}}) {{ consent {{ id }} }} }}',
+    ),
+    ("mutation", "recordConsent", "input.consentId"): (
+        "Consent",
+        "mutation($id: ID!) { recordConsent(input: {residentId: "
+        f'"{encode_id("Resident", 0, 1)}", consentId: $id, grantor: {{kind: RESIDENT}},'
+        " grantee: {kind: INSTITUTION}, purposes: [CARE_DELIVERY], categories: [VITALS],"
+        ' noticeVersion: "v1",'
+        f' noticeSha256: "{"0" * 64}", method: VERBAL_WITNESSED}}) {{ consent {{ id }} }} }}',
+    ),
+    ("mutation", "withdrawConsent", "input.id"): (
+        "Consent",
+        'mutation($id: ID!) { withdrawConsent(input: {id: $id, reason: "篡改"}) { consent { id } } }',
     ),
 }
 

@@ -12,7 +12,18 @@ import httpx
 import pytest
 
 from care import vitals
+from compliance.consent import (
+    Category,
+    Grantee,
+    GranteeKind,
+    Grantor,
+    NewConsent,
+    Purpose,
+    RecordingMethod,
+    record_consent,
+)
 from compliance.encryption import destroy_data_key, field_cipher
+from compliance.identity.clients import create_integrator_client
 from compliance.principals import Principal, PrincipalKind, StaffRole
 from schema.ids import encode_id
 from tenants.models import Institution
@@ -87,16 +98,38 @@ def doctor_of(world: World, index: int = MINE) -> str:
     return staff(world, index, StaffRole.DOCTOR)
 
 
-def integrator(world: World, *scopes: str, index: int = MINE) -> str:
+def integrator(world: World, *scopes: str, index: int = MINE, client_id: str = "vitals-device") -> str:
     return token_for(
         Principal(
-            "client:vitals-device",
+            f"client:{client_id}",
             PrincipalKind.INTEGRATOR,
             institution_id=world.institution_ids[index],
             scopes=frozenset(scopes),
-            client_id="vitals-device",
+            client_id=client_id,
         )
     )
+
+
+async def vitals_consent(institution_id: int, resident_pk: int, client_id: str) -> None:
+    """The resident's consent to `client_id` for vitals (compliance/consent.py): what an integrator needs
+    besides its scope."""
+
+    async def work() -> None:
+        await record_consent(
+            NewConsent(
+                resident_id=resident_pk,
+                grantor=Grantor(),
+                grantee=Grantee(GranteeKind.INTEGRATOR, client_id=client_id),
+                purposes=frozenset({Purpose.THIRD_PARTY_INTEGRATION}),
+                categories=frozenset({Category.VITALS}),
+                notice_version="v1",
+                notice_sha256="0" * 64,
+                method=RecordingMethod.PAPER_SIGNATURE_SCANNED,
+            ),
+            recorded_by="test",
+        )
+
+    await in_tenant(institution_id, work)
 
 
 async def record(client: httpx.AsyncClient, token: str, rid: str, **fields: object) -> dict:
@@ -447,18 +480,24 @@ async def test_blood_pressure_and_glucose_series(client: httpx.AsyncClient, worl
 async def test_integrators_need_vitals_write(client: httpx.AsyncClient, world: World) -> None:
     institution = world.institution_ids[OTHER]
     rid = resident_id(world, OTHER, 3)
-    reading = await recorded(
-        client, integrator(world, "vitals:write", index=OTHER), rid, measure="SPO2", value=93
+    device = (
+        await create_integrator_client(
+            "血氧设备", scopes=["vitals:write"], created_by="test", institution_id=institution
+        )
+    ).client.client_id
+    writer = integrator(world, "vitals:write", index=OTHER, client_id=device)
+    # The scope alone is not enough: the resident's consent must name the client (compliance/consent.py).
+    unconsented = await gql(
+        client, RECORD, {"input": {"residentId": rid, "measure": "SPO2", "value": 93}}, token=writer
     )
+    assert [e["extensions"].get("reason") for e in unconsented["errors"]] == ["CONSENT_REQUIRED"]
+    await vitals_consent(institution, 3, device)
+    reading = await recorded(client, writer, rid, measure="SPO2", value=93)
     assert reading["source"] == "INTEGRATOR" and reading["flag"] == "LOW"
     (row,) = await rows_of(
         institution, "SELECT source, client_id, recorded_by FROM vital_reading WHERE resident_id = $1", 3
     )
-    assert row == {
-        "source": "integrator",
-        "client_id": "vitals-device",
-        "recorded_by": "client:vitals-device",
-    }
+    assert row == {"source": "integrator", "client_id": device, "recorded_by": f"client:{device}"}
 
     without = await gql(
         client,

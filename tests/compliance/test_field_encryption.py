@@ -14,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from api.settings import REPO_ROOT, Settings
+from compliance.audit.checkpoints import AuditKeys, public_keys
 from compliance.encryption import (
     BLIND_INDEX_BYTES,
     Algorithm,
@@ -483,6 +484,8 @@ async def test_root_key_rotation_while_reads_and_writes_run(
     new_key = os.urandom(32)
     switching = RootKeyring(new_key, (old.primary,))  # YIYANG_ROOT_KEY_NEW alongside YIYANG_ROOT_KEY
     account, enrolment = await enrolled(clock)  # a TOTP secret sealed under the old root key
+    await AuditKeys((old.primary,)).signing_key()  # an audit checkpoint key under the old root key too
+    audit_keys, refused_before = await public_keys((old.primary,))
     try:
         written = await _use_while_rotating(
             institution,
@@ -500,6 +503,9 @@ async def test_root_key_rotation_while_reads_and_writes_run(
         assert (await SigningKeys(new_key).signing_key()).kid
         with pytest.raises(RootKeyError):
             await SigningKeys(old.primary).signing_key()
+        trusted, refused = await public_keys((new_key,))
+        # Checkpoints still verify; only what no root key opened before (a forged key row) is refused.
+        assert audit_keys and set(audit_keys) <= set(trusted) and set(refused) == set(refused_before)
         clock.now += STEP_SECONDS
         assert await verify_code(account, code_at(enrolment, clock()), clock=clock, root_key=new_key)
         clock.now += STEP_SECONDS
