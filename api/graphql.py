@@ -143,6 +143,8 @@ class GraphQLView(ProtocolView):
             if unexpected is not None:
                 # Our own fault mid-operation: keep none of its writes.
                 raise _RolledBack(result) from unexpected.original_error
+            # The request's audit events, in its transaction: if they cannot be written, nothing is.
+            await context.audit.flush()
             return result
 
         try:

@@ -14,13 +14,14 @@ from typing import Protocol
 import strawberry
 
 from compliance import consent as domain
+from compliance.audit import Outcome, request_event
 from compliance.policy import Action, require
 from compliance.principals import Principal, PrincipalKind
 from schema.context import YiyangInfo
 from schema.ids import decode_id, encode_id
 from schema.pagination import Connection, page_request, paginate_loaded
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
-from tenants.errors import Forbidden, NotFound
+from tenants.errors import Forbidden, NotFound, Unauthenticated
 
 ConsentPurpose = strawberry.enum(domain.Purpose, name="ConsentPurpose")
 DataCategory = strawberry.enum(domain.Category, name="DataCategory")
@@ -55,15 +56,43 @@ async def require_consent(
     category: domain.Category,
     purpose: domain.Purpose | None = None,
 ) -> domain.Decision:
-    """The decision point's answer for the caller (after `policy.require`): FORBIDDEN unless it permits.
-    The consents come from the request's DataLoader (one query for a page of residents)."""
-    return await domain.require_consent(
-        info.context.principal,
-        action,
-        resident_id,
-        category,
-        purpose,
-        consents=info.context.loaders.consent_terms.load,
+    """The decision point's answer for the caller (after `policy.require`), written to the audit log
+    either way (the request's trail): FORBIDDEN unless it permits. The consents come from the request's
+    DataLoader (one query for a page of residents)."""
+    principal = info.context.principal
+    if principal is None:
+        raise Unauthenticated("Authentication required.")
+    decision = await domain.decide(
+        principal, action, resident_id, category, purpose, consents=info.context.loaders.consent_terms.load
+    )
+    audit_decision(info, action, resident_id, category, purpose, decision)
+    refused = domain.refusal(decision)
+    if refused is not None:
+        raise refused
+    return decision
+
+
+def audit_decision(
+    info: YiyangInfo,
+    action: Action,
+    resident_id: int,
+    category: domain.Category,
+    purpose: domain.Purpose | None,
+    decision: domain.Decision,
+) -> None:
+    """The event of one decision about one resident, added to the request's audit trail."""
+    principal = info.context.principal
+    acted_for = purpose or (domain.default_purpose(principal, category) if principal is not None else None)
+    info.context.audit.add(
+        request_event(
+            info.context,
+            action,
+            resident_id=resident_id,
+            data_categories=(category.value,),
+            purpose=acted_for.value if acted_for is not None else None,
+            outcome=Outcome.PERMITTED if decision.permit else Outcome.DENIED,
+            reason_code=None if decision.permit else decision.reason.value,
+        )
     )
 
 
@@ -76,11 +105,22 @@ async def consent_refusals(
     kinds: frozenset[PrincipalKind],
 ) -> dict[int, Forbidden]:
     """For a page of residents: the refusal of each resident the caller may not see `category` of, when
-    the caller is of one of `kinds` (others are not asked: no query)."""
+    the caller is of one of `kinds` (others are not asked: no query). Every resident's read is written to
+    the audit trail, permitted or denied."""
     principal = info.context.principal
-    if principal is None or principal.kind not in kinds:
-        return {}
     wanted = sorted(set(resident_ids))
+    if principal is None or principal.kind not in kinds:
+        # Not asked (staff under care delivery, decided by the policy alone): still recorded.
+        for resident_id in wanted:
+            audit_decision(
+                info,
+                action,
+                resident_id,
+                category,
+                None,
+                domain.Decision(True, domain.DecisionReason.CARE_DELIVERY),
+            )
+        return {}
     loaded = await info.context.loaders.consent_terms.load_many(wanted)
     tenant = info.context.require_tenant()
     now = datetime.now(UTC)
@@ -96,6 +136,7 @@ async def consent_refusals(
             consents=terms,
             now=now,
         )
+        audit_decision(info, action, resident_id, category, None, decision)
         refused = domain.refusal(decision)
         if refused is not None:
             refusals[resident_id] = refused

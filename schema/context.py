@@ -17,6 +17,7 @@ from care.residents import FamilyMemberRecord, family_members_of
 from care.timeline import LatestKey, ServiceRecord, load_latest_records
 from care.uploads import DEFAULT_MAX_FILE_BYTES
 from care.vitals import Measure, Reading, load_latest_vitals
+from compliance.audit import AuditTrail
 from compliance.consent import ConsentTerms, load_terms
 from compliance.identity.login_throttle import LoginThrottle
 from compliance.principals import Principal
@@ -121,6 +122,8 @@ class RequestContext:
     client_address: str = ""
     # The largest uploaded file (YIYANG_MAX_UPLOAD_BYTES; api/graphql.py sets it from the settings).
     max_upload_bytes: int = DEFAULT_MAX_FILE_BYTES
+    # The audit events of this request, written when its unit of work ends (api/graphql.py).
+    audit: AuditTrail = field(default_factory=AuditTrail)
 
     def require_login_throttle(self) -> LoginThrottle:
         if self.login_throttle is None:  # the app sets it at start: without it, refuse rather than not count

@@ -374,8 +374,13 @@ class ResidentQueries:
             criteria = await care.narrow_by_name(criteria)
         rows = await care.list_residents(criteria, after_id=page.after_key, limit=page.size + 1)
         today = care.institution_today()
+        # The page's residents only (one more row was read to tell whether a next page exists).
         refusals = await consent_fields.consent_refusals(
-            info, Action.RESIDENT_VIEW, (row.id for row in rows), Category.IDENTITY, kinds=IDENTITY_BY_CONSENT
+            info,
+            Action.RESIDENT_VIEW,
+            (row.id for row in rows[: page.size]),
+            Category.IDENTITY,
+            kinds=IDENTITY_BY_CONSENT,
         )
         return connection(
             rows,

@@ -11,7 +11,6 @@ from typing import Annotated, Protocol
 import strawberry
 
 from care import vitals as care
-from compliance.audit import record_request_event
 from compliance.consent import Category
 from compliance.policy import Action, require
 from compliance.principals import Principal, PrincipalKind
@@ -20,8 +19,6 @@ from schema.context import YiyangInfo
 from schema.ids import encode_id
 from schema.pagination import Connection, connection, page_request
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
-
-VITALS_CATEGORY = "vitals"  # the data category of the audit event (a name, never a value)
 
 VitalMeasure = strawberry.enum(care.Measure, name="VitalMeasure")
 GlucoseContextEnum = strawberry.enum(care.GlucoseContext, name="GlucoseContext")
@@ -183,10 +180,6 @@ async def resident_vitals(
     require(info.context.principal, Action.VITALS_VIEW, institution=root.institution_id, resident_id=root.pk)
     await require_consent(info, Action.VITALS_VIEW, root.pk, Category.VITALS)
     page = page_request(first, after)
-    # The demonstration of the audit log (issue 5): the decision point will supply the purpose.
-    await record_request_event(
-        info.context, Action.VITALS_VIEW, resident_id=root.pk, data_categories=(VITALS_CATEGORY,)
-    )
     criteria = care.ReadingFilter(measure=measure, start=from_, end=to)
     rows = await care.list_readings(root.pk, criteria, after_id=page.after_key, limit=page.size + 1)
     return connection(

@@ -4,11 +4,24 @@ schemas (checkpoints.py), and the verification of both (verify.py)."""
 
 from compliance.audit.events import (
     AuditEvent,
+    AuditTrail,
     Outcome,
     RecordedEvent,
     RequestFacts,
     record_event,
+    record_events,
     record_request_event,
+    request_event,
 )
 
-__all__ = ["AuditEvent", "Outcome", "RecordedEvent", "RequestFacts", "record_event", "record_request_event"]
+__all__ = [
+    "AuditEvent",
+    "AuditTrail",
+    "Outcome",
+    "RecordedEvent",
+    "RequestFacts",
+    "record_event",
+    "record_events",
+    "record_request_event",
+    "request_event",
+]

@@ -133,6 +133,7 @@ async def test_a_page_of_50_residents_costs_as_many_queries_as_a_page_of_5(
     assert {v["measure"] for v in last["latestVitals"]} == {"HEART_RATE", "BLOOD_PRESSURE"}
     assert last["healthRecord"]["medications"] == [{"drug": "苯磺酸氨氯地平片", "current": True}]
     # The transaction's SET search_path, the page with its data keys, families, latest vitals, the health
-    # record's three tables: the same for 5 residents as for 50.
+    # record's three tables, and the request's audit events (lock, end of the chain, one INSERT for all):
+    # the same for 5 residents as for 50.
     assert costs[5] == costs[RESIDENTS], costs
-    assert costs[RESIDENTS] <= 8, statements
+    assert costs[RESIDENTS] <= 10, statements

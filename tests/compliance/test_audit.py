@@ -154,12 +154,15 @@ async def test_reading_vitals_through_graphql_records_a_read_event(
         client, query, {"id": encode_id("Resident", tenant.institution_id, resident_id)}, token=token
     )
     assert "errors" not in body, body
-    (row,) = await rows(tenant)
+    # The resident's identity (the field `resident`) and its vitals: one event each, in one request.
+    identity, row = await rows(tenant)
+    assert (identity["action"], identity["data_categories"]) == ("resident.view", ["identity"])
+    assert identity["request_id"] == row["request_id"] and (identity["seq"], row["seq"]) == (1, 2)
     assert row["action"] == "vitals.view" and row["resident_id"] == resident_id
     assert row["principal_subject"] == f"account:{900_000 + tenant.institution_id}"
     assert (row["principal_kind"], row["roles"], row["outcome"]) == ("staff", ["nurse"], "permitted")
     assert row["data_categories"] == ["vitals"] and row["request_id"]
-    assert row["client_id"] == "yiyang-tests"
+    assert (row["purpose"], row["client_id"]) == ("care_delivery", "yiyang-tests")
 
 
 async def test_the_request_helper_fills_principal_request_and_address(world: World) -> None:
