@@ -8,6 +8,8 @@ import strawberry
 from strawberry.scalars import JSON
 
 from care import data_requests as care
+from compliance.audit import request_event
+from compliance.consent import Category
 from compliance.policy import Action
 from schema.context import YiyangInfo
 from schema.ids import encode_id
@@ -53,6 +55,17 @@ class EraseResidentPayload:
     user_errors: list[UserError]
 
 
+# Every category the record holds: an export reads them all, an erasure makes them all unreadable.
+_ALL_CATEGORIES = tuple(category.value for category in Category if category is not Category.BILLING)
+
+
+def _audit(info: YiyangInfo, action: Action, resident_id: int) -> None:
+    """On the request's audit trail, written with the work (api/graphql.py): who asked for it and when."""
+    info.context.audit.add(
+        request_event(info.context, action, resident_id=resident_id, data_categories=_ALL_CATEGORIES)
+    )
+
+
 @strawberry.type
 class DataRequestMutations:
     @strawberry.mutation(description="Everything held about a resident, machine-readable (PIPL art. 45).")
@@ -60,7 +73,9 @@ class DataRequestMutations:
         self, info: YiyangInfo, input: ExportResidentDataInput
     ) -> ExportResidentDataPayload:
         _, pk = resident_to_change(info, input.resident_id, Action.DATA_SUBJECT_EXPORT)
-        return ExportResidentDataPayload(export=await care.export_resident(pk), user_errors=[])
+        document = await care.export_resident(pk)
+        _audit(info, Action.DATA_SUBJECT_EXPORT, pk)
+        return ExportResidentDataPayload(export=document, user_errors=[])
 
     @strawberry.mutation(
         description="Erase a resident (PIPL art. 47): their data key is destroyed, every sealed field of the "
@@ -74,6 +89,7 @@ class DataRequestMutations:
             )
         except USER_ERROR_TYPES as error:
             return EraseResidentPayload(erasure=None, user_errors=user_errors(error, info.context.locale))
+        _audit(info, Action.DATA_SUBJECT_ERASE, pk)
         erasure = ResidentErasureType(
             resident_id=strawberry.ID(encode_id("Resident", institution_id, done.resident_id)),
             erased_at=done.erased_at,

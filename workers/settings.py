@@ -7,6 +7,7 @@ from arq import cron
 from arq.connections import RedisSettings
 
 from tenants.db import close_database, open_database
+from workers.audit_checkpoints import checkpoint_audit_logs
 from workers.authorization_sweep import sweep_expired_authorizations
 from workers.census import record_daily_census
 
@@ -20,10 +21,11 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 class WorkerSettings:
-    functions: ClassVar = [record_daily_census, sweep_expired_authorizations]
+    functions: ClassVar = [record_daily_census, sweep_expired_authorizations, checkpoint_audit_logs]
     cron_jobs: ClassVar = [
         cron(record_daily_census, minute={5, 35}, unique=True, run_at_startup=True),
         cron(sweep_expired_authorizations, minute=17, unique=True),
+        cron(checkpoint_audit_logs, minute=set(range(0, 60, 5)), unique=True),
     ]
     redis_settings = RedisSettings.from_dsn(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     on_startup = startup

@@ -7,8 +7,10 @@ import httpx
 
 from care.models import CareLevel, Gender
 from care.residents import Admission, admit_resident
+from compliance.audit.verify import verify_tenants
 from compliance.principals import StaffRole
 from schema.ids import encode_id
+from tenants.db import default_connection
 from tenants.registry import NewInstitution, provision_institution, tenant_ref
 from tenants.unit_of_work import run_in_tenant
 from tests.conftest import World, gql, staff_token
@@ -57,3 +59,14 @@ async def test_export_and_erasure_by_the_admin_only(client: httpx.AsyncClient, w
     assert again["data"]["eraseResident"]["userErrors"] == [{"field": None, "code": "CONFLICT"}]
     gone = await gql(client, EXPORT, {"id": resident}, token=admin)
     assert [e["extensions"]["code"] for e in gone["errors"]] == ["GONE"]
+
+    # Both requests are on the audit log, and the chain still verifies after the erasure.
+    async def audited() -> list[str]:
+        _, rows = await default_connection().execute_query(
+            "SELECT action FROM audit_event WHERE action LIKE 'data_subject.%' ORDER BY seq"
+        )
+        return [row["action"] for row in rows]
+
+    assert await run_in_tenant(tenant_ref(home), audited) == ["data_subject.export", "data_subject.erase"]
+    (report,) = await verify_tenants([tenant_ref(home)])
+    assert report.intact, report
