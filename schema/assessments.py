@@ -9,7 +9,7 @@ Every read and write asks the policy (`assessment.view`, `assessment.record`).
 
 from collections.abc import Sequence
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Annotated, Protocol
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 
@@ -23,6 +23,7 @@ from schema.consents import require_consent
 from schema.context import YiyangInfo
 from schema.ids import decode_id, encode_id
 from schema.pagination import Connection, connection, page_request
+from schema.resident_access import ResidentNode
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
 from tenants.errors import NotFound
 
@@ -370,20 +371,13 @@ class AssessmentQueries:
         require(info.context.principal, Action.ASSESSMENT_VIEW)
         return _scales(info.context.locale)
 
+    # Resident fields (bound in schema/residents.py) ----------------------------------------------------
 
-# Resident fields (bound in schema/residents.py) ----------------------------------------------------
-
-
-class _ResidentNode(Protocol):
-    """What the Resident fields need of their parent (schema.residents.ResidentType)."""
-
-    pk: int
-    institution_id: int
     care_level: CareLevel
 
 
 async def resident_assessments(
-    root: _ResidentNode,
+    root: ResidentNode,
     info: YiyangInfo,
     scale: ScaleEnum | None = None,
     first: int | None = None,
@@ -407,7 +401,7 @@ async def resident_assessments(
     )
 
 
-async def resident_latest_assessments(root: _ResidentNode, info: YiyangInfo) -> LatestAssessmentsType | None:
+async def resident_latest_assessments(root: ResidentNode, info: YiyangInfo) -> LatestAssessmentsType | None:
     """The latest (not corrected) assessment of each scale. Null with GONE when the data was erased."""
     require(
         info.context.principal, Action.ASSESSMENT_VIEW, institution=root.institution_id, resident_id=root.pk
@@ -422,7 +416,7 @@ async def resident_latest_assessments(root: _ResidentNode, info: YiyangInfo) -> 
     return LatestAssessmentsType(capability=typed(latest.capability), barthel=typed(latest.barthel))
 
 
-async def resident_care_level_suggestion(root: _ResidentNode, info: YiyangInfo) -> SuggestionType | None:
+async def resident_care_level_suggestion(root: ResidentNode, info: YiyangInfo) -> SuggestionType | None:
     """The care level the latest assessments suggest, beside the current one; null without a capability
     assessment (or with GONE when the data was erased)."""
     require(

@@ -9,7 +9,6 @@ extensions.reason CONSENT_REQUIRED when a consent would lift them.
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Protocol
 
 import strawberry
 
@@ -20,6 +19,7 @@ from compliance.principals import Principal, PrincipalKind
 from schema.context import YiyangInfo
 from schema.ids import decode_id, encode_id
 from schema.pagination import Connection, page_request, paginate_loaded
+from schema.resident_access import ResidentNode, recorder, resident_to_change
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
 from tenants.errors import Forbidden, NotFound, Unauthenticated
 
@@ -30,20 +30,6 @@ ConsentAuthority = strawberry.enum(domain.Authority, name="ConsentAuthority")
 ConsentGranteeKind = strawberry.enum(domain.GranteeKind, name="ConsentGranteeKind")
 ConsentRecordingMethod = strawberry.enum(domain.RecordingMethod, name="ConsentRecordingMethod")
 ConsentStatusEnum = strawberry.enum(domain.ConsentStatus, name="ConsentStatus")
-
-
-def recorder(info: YiyangInfo) -> str:
-    principal = info.context.principal
-    return principal.subject if principal is not None else "-"
-
-
-def resident_to_change(info: YiyangInfo, resident_id: str, action: Action) -> tuple[int, int]:
-    """(institution id, primary key) of a resident the caller may change, else NOT_FOUND/FORBIDDEN."""
-    institution_id, pk = decode_id("Resident", resident_id, 2, field="residentId")
-    require(info.context.principal, action, institution=institution_id, resident_id=pk)
-    if info.context.require_tenant().institution_id != institution_id:
-        raise NotFound("Not found.")
-    return institution_id, pk
 
 
 # The decision point, for other resolvers ------------------------------------------------------------
@@ -245,13 +231,8 @@ def _visible_or_not_found(info: YiyangInfo, row: domain.ConsentVersion) -> None:
         raise NotFound("Not found.")
 
 
-class _ResidentNode(Protocol):
-    pk: int
-    institution_id: int
-
-
 async def resident_consents(
-    root: _ResidentNode,
+    root: ResidentNode,
     info: YiyangInfo,
     first: int | None = None,
     after: str | None = None,

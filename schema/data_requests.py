@@ -13,7 +13,7 @@ from compliance.consent import Category
 from compliance.policy import Action
 from schema.context import YiyangInfo
 from schema.ids import encode_id
-from schema.preferences import recorder, resident_to_change
+from schema.resident_access import recorder, resident_to_change
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
 
 ErasureReasonEnum = strawberry.enum(care.ErasureReason, name="ErasureReason")

@@ -17,7 +17,7 @@ from compliance.policy import Action, require
 from schema.consents import require_consent
 from schema.context import YiyangInfo
 from schema.ids import decode_id, encode_id
-from schema.preferences import _ResidentNode, recorder, resident_to_change
+from schema.resident_access import ResidentNode, recorder, resident_to_change
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
 from tenants.errors import NotFound
 
@@ -81,7 +81,7 @@ def _entry(position: int, row: care.EmergencyContactEntry, institution_id: int) 
 
 
 async def resident_emergency_contacts(
-    root: _ResidentNode, info: YiyangInfo
+    root: ResidentNode, info: YiyangInfo
 ) -> list[EmergencyContactEntryType] | None:
     """Who to call, in order: the family members flagged as emergency contacts (in the order they were
     registered), then the other contacts by priority. Null with an error of code GONE when the

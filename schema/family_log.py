@@ -18,7 +18,7 @@ from schema.consents import require_consent
 from schema.context import YiyangInfo
 from schema.ids import decode_id, encode_id
 from schema.pagination import Connection, connection, page_request
-from schema.preferences import _ResidentNode, recorder, resident_to_change
+from schema.resident_access import ResidentNode, recorder, resident_to_change
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
 from tenants.errors import NotFound
 
@@ -77,7 +77,7 @@ class FamilyCommunicationType:
 
 
 async def resident_family_communications(
-    root: _ResidentNode, info: YiyangInfo, first: int | None = None, after: str | None = None
+    root: ResidentNode, info: YiyangInfo, first: int | None = None, after: str | None = None
 ) -> Connection[FamilyCommunicationType] | None:
     """The family communication log, newest first. Null with an error of code GONE when the resident's
     personal data was erased."""

@@ -6,7 +6,6 @@ deletes it. Policy: `resident_photo.view` to see it, `resident_photo.set` to cha
 does the rest)."""
 
 from datetime import datetime
-from typing import Protocol
 
 import strawberry
 from strawberry.file_uploads import Upload
@@ -17,6 +16,7 @@ from compliance.policy import Action, require
 from schema.consents import require_consent
 from schema.context import YiyangInfo
 from schema.ids import encode_id
+from schema.resident_access import ResidentNode
 from schema.uploads import DOWNLOAD_URL, resident_upload, uploader
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
 
@@ -43,14 +43,7 @@ class ResidentPhotoType:
         )
 
 
-class _ResidentNode(Protocol):
-    """What the Resident field needs of its parent (schema.residents.ResidentType)."""
-
-    pk: int
-    institution_id: int
-
-
-async def resident_photo(root: _ResidentNode, info: YiyangInfo) -> ResidentPhotoType | None:
+async def resident_photo(root: ResidentNode, info: YiyangInfo) -> ResidentPhotoType | None:
     """The resident's photo (metadata; the image via downloadUrl); null when it has none, and null with an
     error of code GONE when the resident's personal data was erased."""
     require(

@@ -6,7 +6,6 @@ every read and write asks the policy (`preferences.view`, `preferences.edit`).
 """
 
 from datetime import datetime, time
-from typing import Protocol
 
 import strawberry
 
@@ -15,32 +14,11 @@ from compliance.consent import Category
 from compliance.policy import Action, require
 from schema.consents import require_consent
 from schema.context import YiyangInfo
-from schema.ids import decode_id, encode_id
+from schema.ids import encode_id
+from schema.resident_access import ResidentNode, recorder, resident_to_change
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
-from tenants.errors import NotFound
 
 DietKindEnum = strawberry.enum(care.DietKind, name="DietKind")
-
-
-class _ResidentNode(Protocol):
-    """What the Resident fields need of their parent (schema.residents.ResidentType)."""
-
-    pk: int
-    institution_id: int
-
-
-def recorder(info: YiyangInfo) -> str:
-    principal = info.context.principal
-    return principal.subject if principal is not None else "-"
-
-
-def resident_to_change(info: YiyangInfo, resident_id: str, action: Action) -> tuple[int, int]:
-    """(institution id, primary key) of a resident the caller may change, else NOT_FOUND/FORBIDDEN."""
-    institution_id, pk = decode_id("Resident", resident_id, 2, field="residentId")
-    require(info.context.principal, action, institution=institution_id, resident_id=pk)
-    if info.context.require_tenant().institution_id != institution_id:
-        raise NotFound("Not found.")
-    return institution_id, pk
 
 
 @strawberry.type(name="Diet")
@@ -97,7 +75,7 @@ class ResidentPreferencesType:
         )
 
 
-async def resident_preferences(root: _ResidentNode, info: YiyangInfo) -> ResidentPreferencesType | None:
+async def resident_preferences(root: ResidentNode, info: YiyangInfo) -> ResidentPreferencesType | None:
     """The resident's current preferences; null when none were recorded (null with an error of code GONE
     when the resident's personal data was erased)."""
     require(

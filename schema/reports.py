@@ -8,7 +8,6 @@ Every read and write asks the policy (`checkup_report.view`, `checkup_report.upl
 """
 
 from datetime import date, datetime
-from typing import Protocol
 
 import strawberry
 from strawberry.file_uploads import Upload
@@ -21,6 +20,7 @@ from schema.consents import require_consent
 from schema.context import YiyangInfo
 from schema.ids import decode_id, encode_id
 from schema.pagination import Connection, page_request, paginate_loaded
+from schema.resident_access import ResidentNode
 from schema.uploads import DOWNLOAD_URL, resident_upload, uploader
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
 from tenants.errors import NotFound
@@ -62,15 +62,8 @@ class CheckupReportType:
         )
 
 
-class _ResidentNode(Protocol):
-    """What the Resident field needs of its parent (schema.residents.ResidentType)."""
-
-    pk: int
-    institution_id: int
-
-
 async def resident_checkup_reports(
-    root: _ResidentNode, info: YiyangInfo, first: int | None = None, after: str | None = None
+    root: ResidentNode, info: YiyangInfo, first: int | None = None, after: str | None = None
 ) -> Connection[CheckupReportType] | None:
     """The resident's check-up reports, newest report date first (metadata; files via downloadUrl). Null,
     with an error of code GONE, when the resident's personal data was erased (the rest of a page reads)."""

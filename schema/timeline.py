@@ -15,7 +15,7 @@ import base64
 import binascii
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Protocol
+from typing import Annotated
 
 import strawberry
 
@@ -26,6 +26,7 @@ from schema.consents import require_consent
 from schema.context import YiyangInfo
 from schema.ids import decode_id, encode_id
 from schema.pagination import Connection, Edge, PageInfo, page_request
+from schema.resident_access import ResidentNode
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
 from tenants.errors import InvalidInput, NotFound
 
@@ -231,13 +232,6 @@ def decode_position(cursor: str) -> tuple[datetime, int]:
         raise InvalidInput("Malformed cursor.", field="after") from None
 
 
-class _ResidentNode(Protocol):
-    """What the Resident fields need of their parent (schema.residents.ResidentType)."""
-
-    pk: int
-    institution_id: int
-
-
 def _kinds(kinds: list[domain.ServiceKind] | None) -> frozenset[domain.ServiceKind] | None:
     return None if kinds is None else frozenset(kinds)
 
@@ -246,7 +240,7 @@ def _kinds(kinds: list[domain.ServiceKind] | None) -> frozenset[domain.ServiceKi
 
 
 async def resident_timeline(
-    root: _ResidentNode,
+    root: ResidentNode,
     info: YiyangInfo,
     first: int | None = None,
     after: str | None = None,
@@ -283,7 +277,7 @@ async def resident_timeline(
 
 
 async def resident_latest_services(
-    root: _ResidentNode,
+    root: ResidentNode,
     info: YiyangInfo,
     first: int = 5,
     kinds: list[ServiceRecordKind] | None = None,

@@ -6,7 +6,7 @@ Rules, units and defaults: care/vitals.py; the client's view: docs/api.md, "Vita
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Protocol
+from typing import Annotated
 
 import strawberry
 
@@ -18,6 +18,7 @@ from schema.consents import require_consent
 from schema.context import YiyangInfo
 from schema.ids import encode_id
 from schema.pagination import Connection, connection, page_request
+from schema.resident_access import ResidentNode
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
 
 VitalMeasure = strawberry.enum(care.Measure, name="VitalMeasure")
@@ -157,18 +158,11 @@ class VitalSeriesType:
         )
 
 
-class _ResidentNode(Protocol):
-    """What the Resident fields need of their parent (schema.residents.ResidentType)."""
-
-    pk: int
-    institution_id: int
-
-
 # Resident fields (bound in schema/residents.py) ------------------------------------------------------
 
 
 async def resident_vitals(
-    root: _ResidentNode,
+    root: ResidentNode,
     info: YiyangInfo,
     measure: VitalMeasure | None = None,
     from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
@@ -191,7 +185,7 @@ async def resident_vitals(
     )
 
 
-async def resident_latest_vitals(root: _ResidentNode, info: YiyangInfo) -> list[VitalReadingType]:
+async def resident_latest_vitals(root: ResidentNode, info: YiyangInfo) -> list[VitalReadingType]:
     """The latest reading of each measure taken (a page of residents: one query for all of them)."""
     require(info.context.principal, Action.VITALS_VIEW, institution=root.institution_id, resident_id=root.pk)
     await require_consent(info, Action.VITALS_VIEW, root.pk, Category.VITALS)
@@ -202,7 +196,7 @@ async def resident_latest_vitals(root: _ResidentNode, info: YiyangInfo) -> list[
 
 
 async def resident_vital_series(
-    root: _ResidentNode,
+    root: ResidentNode,
     info: YiyangInfo,
     measure: VitalMeasure,
     from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,

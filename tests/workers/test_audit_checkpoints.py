@@ -5,13 +5,13 @@ import uuid
 
 from arq import create_pool
 from arq.connections import RedisSettings
-from arq.worker import Worker
 
 from api.settings import Settings
 from compliance.audit.checkpoints import checkpoints_of
 from compliance.audit.verify import verify_tenants
 from tests.compliance.audit_support import append, fresh_tenant
 from tests.conftest import World
+from tests.workers.arq_support import run_burst
 from workers.audit_checkpoints import checkpoint_audit_logs
 
 
@@ -21,18 +21,7 @@ async def _sweep(settings: Settings) -> dict[str, int]:
     redis = await create_pool(redis_settings)
     try:
         job = await redis.enqueue_job("checkpoint_audit_logs", _queue_name=queue)
-        worker = Worker(
-            functions=[checkpoint_audit_logs],
-            redis_settings=redis_settings,
-            queue_name=queue,
-            burst=True,
-            poll_delay=0.05,
-            handle_signals=False,
-        )
-        try:
-            await worker.main()
-        finally:
-            await worker.close()
+        await run_burst(redis_settings, queue, [checkpoint_audit_logs])
         return await job.result(timeout=60)
     finally:
         await redis.aclose()

@@ -4,11 +4,11 @@ import uuid
 
 from arq import create_pool
 from arq.connections import RedisSettings
-from arq.worker import Worker
 from tortoise import connections
 
 from api.settings import Settings
 from tests.conftest import RESIDENTS_PER_INSTITUTION, World
+from tests.workers.arq_support import run_burst
 from workers.census import record_daily_census
 
 
@@ -21,18 +21,7 @@ async def test_census_sweep_writes_shared_facts(app: object, world: World, setti
         job = await redis.enqueue_job("record_daily_census", _queue_name=queue, _job_id=job_id)
         # The same job id again is not enqueued twice: the sweep is idempotent by construction.
         assert await redis.enqueue_job("record_daily_census", _queue_name=queue, _job_id=job_id) is None
-        worker = Worker(
-            functions=[record_daily_census],
-            redis_settings=redis_settings,
-            queue_name=queue,
-            burst=True,
-            poll_delay=0.05,
-            handle_signals=False,
-        )
-        try:
-            await worker.main()
-        finally:
-            await worker.close()
+        await run_burst(redis_settings, queue, [record_daily_census])
         outcome = await job.result(timeout=30)
     finally:
         await redis.aclose()
