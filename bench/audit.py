@@ -30,7 +30,7 @@ from api.settings import REPO_ROOT
 from bench.search import write_section
 from bench.tenancy import describe_machine, percentile
 from compliance.audit import AuditEvent, Outcome, record_event
-from compliance.audit.chain import GENESIS_HASH, canonical_encoding
+from compliance.audit.chain import COLUMNS, GENESIS_HASH, canonical_encoding
 from compliance.audit.checkpoints import checkpoint
 from compliance.audit.verify import verify_tenant
 from tenants.context import TenantRef
@@ -42,24 +42,6 @@ from tenants.unit_of_work import run_in_tenant
 SECTION_BEGIN = "<!-- bench:audit:begin -->"
 SECTION_END = "<!-- bench:audit:end -->"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/test"
-COLUMNS = (
-    "seq",
-    "occurred_at",
-    "principal_subject",
-    "principal_kind",
-    "roles",
-    "client_id",
-    "action",
-    "resident_id",
-    "data_categories",
-    "purpose",
-    "outcome",
-    "reason_code",
-    "request_id",
-    "client_ip",
-    "prev_hash",
-    "hash",
-)
 
 
 def sample_event(number: int) -> AuditEvent:

@@ -17,7 +17,7 @@ smuggled into a value), and null differs from the empty text and the empty list.
 import hashlib
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 
 ENCODING_TAG = b"yiyang-audit-v1"
@@ -47,6 +47,10 @@ class ChainedRow:
     client_ip: str | None
     prev_hash: bytes
     hash: bytes
+
+
+# The columns of audit_event in table order: what an INSERT or a COPY of chained rows names.
+COLUMNS: tuple[str, ...] = tuple(field.name for field in fields(ChainedRow))
 
 
 def microseconds(moment: datetime) -> int:

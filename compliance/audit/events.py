@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
 
-from compliance.audit.chain import GENESIS_HASH, ChainedRow, event_hash
+from compliance.audit.chain import COLUMNS, GENESIS_HASH, ChainedRow, event_hash
 from compliance.principals import Principal
 from tenants.context import current_tenant, current_unit_of_work
 from tenants.db import default_connection
@@ -105,24 +105,6 @@ class _UnitLock:
 # One entry per unit of work currently appending; removed when its last user is done (no leak).
 _unit_locks: dict[object, _UnitLock] = {}
 
-_COLUMNS = (
-    "seq",
-    "occurred_at",
-    "principal_subject",
-    "principal_kind",
-    "roles",
-    "client_id",
-    "action",
-    "resident_id",
-    "data_categories",
-    "purpose",
-    "outcome",
-    "reason_code",
-    "request_id",
-    "client_ip",
-    "prev_hash",
-    "hash",
-)
 # The table's own column names and types; one row per element of the arrays (a request's events).
 _INSERT = """
 INSERT INTO audit_event (
@@ -198,7 +180,7 @@ async def _append(institution_id: int, events: Sequence[AuditEvent]) -> list[Rec
         )
         prev_hash = event_hash(institution_id, row)
         rows.append(replace(row, hash=prev_hash))
-    columns = [[_column_value(getattr(row, name)) for row in rows] for name in _COLUMNS]
+    columns = [[_column_value(getattr(row, name)) for row in rows] for name in COLUMNS]
     await connection.execute_query(_INSERT, columns)
     return [RecordedEvent(seq=row.seq, hash=row.hash) for row in rows]
 
