@@ -185,15 +185,15 @@ def _years_before(day: date, years: int) -> date:
         return day.replace(year=day.year - years, day=28)
 
 
-def _bed_slots(beds: int) -> list[tuple[str, str, str]]:
-    """Two-bed rooms, twelve to a floor, four floors to a building."""
-    slots: list[tuple[str, str, str]] = []
+def _bed_slots(beds: int) -> list[tuple[str, str, str, str]]:
+    """Two-bed rooms, twelve to a floor, four floors to a building: (building, floor, room, bed)."""
+    slots: list[tuple[str, str, str, str]] = []
     building = 1
     while len(slots) < beds:
         for floor in range(1, 5):
             for room in range(1, 13):
                 for bed in ("1", "2"):
-                    slots.append((f"{building}号楼", f"{floor}{room:02d}", bed))
+                    slots.append((f"{building}号楼", f"{floor}层", f"{floor}{room:02d}", bed))
         building += 1
     return slots[:beds]
 
@@ -226,7 +226,7 @@ class _People:
         self.horizon = _years_before(today, HISTORY_YEARS)
 
     def _elder(
-        self, age: int, admitted: date, on: date, placement: tuple[str, str, str]
+        self, age: int, admitted: date, on: date, placement: tuple[str, str, str, str]
     ) -> tuple[Resident, Identity, str]:
         """A resident `age` years old on `on`, at least MIN_ADMISSION_AGE when admitted."""
         rng = self.rng
@@ -247,15 +247,16 @@ class _People:
             care_level=_care_level(rng, age),
             admission_date=admitted,
             building=placement[0],
-            room=placement[1],
-            bed=placement[2],
+            floor=placement[1],
+            room=placement[2],
+            bed=placement[3],
         )
         return resident, identity, surname
 
     def _age(self) -> int:
         return round(self.rng.triangular(MIN_AGE, MAX_AGE, MODE_AGE))
 
-    def current(self, placement: tuple[str, str, str]) -> _Stay:
+    def current(self, placement: tuple[str, str, str, str]) -> _Stay:
         rng = self.rng
         # Most residents came in the last two years; a few have lived here since the history began.
         longest = (self.today - self.horizon).days
@@ -266,7 +267,7 @@ class _People:
         resident, identity, surname = self._elder(self._age(), admitted, self.today, placement)
         return _Stay(resident, identity, surname)
 
-    def earlier(self, placement: tuple[str, str, str], before: date) -> _Stay | None:
+    def earlier(self, placement: tuple[str, str, str, str], before: date) -> _Stay | None:
         """Someone who left this bed some days before `before`, or None when that is before the history."""
         rng = self.rng
         left = before - timedelta(days=rng.randrange(3, 90))

@@ -65,6 +65,7 @@ class Resident(TenantModel):
     phone_enc = fields.BinaryField(null=True)
     phone_bidx = fields.BinaryField(null=True)
     building = fields.CharField(max_length=50, null=True)
+    floor = fields.CharField(max_length=20, null=True)
     room = fields.CharField(max_length=20, null=True)
     bed = fields.CharField(max_length=20, null=True)
     care_level = fields.CharEnumField(CareLevel, max_length=16)

@@ -143,9 +143,10 @@ class _Fields:
 # Domain values -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # four texts in a row: by name only
 class Placement:
     building: str | None = None
+    floor: str | None = None
     room: str | None = None
     bed: str | None = None
 
@@ -206,6 +207,7 @@ class ResidentFilter:
     status: ResidentStatus | None = None
     care_level: CareLevel | None = None
     building: str | None = None
+    floor: str | None = None
     room: str | None = None
     bed: str | None = None
     name_contains: str | None = None  # part of the name, decrypted and compared in memory
@@ -233,6 +235,7 @@ class ResidentRecord:
     id: int
     identity: Identity | None
     building: str | None
+    floor: str | None
     room: str | None
     bed: str | None
     care_level: CareLevel
@@ -293,13 +296,14 @@ def _check_dates(birth: date, admitted: date, today: date, problems: list[Invali
 def _check_placement(placement: Placement, problems: list[InvalidInput]) -> None:
     for field, value, limit in (
         ("building", placement.building, 50),
+        ("floor", placement.floor, 20),
         ("room", placement.room, 20),
         ("bed", placement.bed, 20),
     ):
-        if value is not None and (not value.strip() or len(value) > limit):
-            problems.append(
-                InvalidInput("{field} must be 1 to {limit} characters.", field=field, limit=limit)
-            )
+        if value is not None and not value.strip():
+            problems.append(InvalidInput("This field is required.", field=field))
+        elif value is not None and len(value) > limit:
+            problems.append(InvalidInput("At most {max} characters.", field=field, max=limit))
     if placement.bed is not None and (placement.building is None or placement.room is None):
         problems.append(InvalidInput("A bed needs its building and room.", field="bed"))
 
@@ -407,6 +411,7 @@ _ROW_COLUMNS = (
     "id_card_number_enc",
     "phone_enc",
     "building",
+    "floor",
     "room",
     "bed",
     "care_level",
@@ -425,6 +430,7 @@ def _plain_record(row: dict, identity: Identity | None, note: str | None) -> Res
         id=row["id"],
         identity=identity,
         building=row["building"],
+        floor=row["floor"],
         room=row["room"],
         bed=row["bed"],
         care_level=CareLevel(row["care_level"]),
@@ -501,6 +507,7 @@ async def admit_resident(admission: Admission) -> ResidentRecord:
         care_level=admission.care_level,
         admission_date=admission.admission_date,
         building=admission.placement.building,
+        floor=admission.placement.floor,
         room=admission.placement.room,
         bed=admission.placement.bed,
         status=ResidentStatus.IN_RESIDENCE,
@@ -583,6 +590,7 @@ def _apply_care_changes(resident: Resident, changes: ResidentChanges, admitted: 
     resident.admission_date = admitted
     if changes.placement is not None:
         resident.building = changes.placement.building
+        resident.floor = changes.placement.floor
         resident.room = changes.placement.room
         resident.bed = changes.placement.bed
 
@@ -800,7 +808,7 @@ def _where(criteria: ResidentFilter, indexes: dict[str, bytes]) -> _Where:
         where.conditions.append(f"status = {where.bind(ResidentStatus(criteria.status).value)}")
     if criteria.care_level is not None:
         where.conditions.append(f"care_level = {where.bind(CareLevel(criteria.care_level).value)}")
-    for column in ("building", "room", "bed"):
+    for column in ("building", "floor", "room", "bed"):
         value = getattr(criteria, column)
         if value is not None:
             where.conditions.append(f"{column} = {where.bind(value.strip())}")

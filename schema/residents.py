@@ -99,6 +99,7 @@ class ResidentType:
         description="The resident's own phone, null when not recorded. " + IDENTITY
     )
     building: str | None
+    floor: str | None
     room: str | None
     bed: str | None
     care_level: CareLevelEnum
@@ -138,6 +139,7 @@ class ResidentType:
             id_card_number=id_card_number,
             phone=phone,
             building=row.building,
+            floor=row.floor,
             room=row.room,
             bed=row.bed,
             care_level=row.care_level,
@@ -204,6 +206,7 @@ class ResidentFilterInput:
     status: ResidentStatusEnum | None = None
     care_level: CareLevelEnum | None = None
     building: str | None = None
+    floor: str | None = None
     room: str | None = None
     bed: str | None = None
     name_contains: str | None = strawberry.field(
@@ -220,11 +223,12 @@ class ResidentFilterInput:
 @strawberry.input
 class PlacementInput:
     building: str | None = None
+    floor: str | None = None
     room: str | None = None
     bed: str | None = None
 
     def to_domain(self) -> care.Placement:
-        return care.Placement(building=self.building, room=self.room, bed=self.bed)
+        return care.Placement(building=self.building, floor=self.floor, room=self.room, bed=self.bed)
 
 
 @strawberry.input
@@ -363,6 +367,7 @@ class ResidentQueries:
             status=given.status,
             care_level=given.care_level,
             building=given.building,
+            floor=given.floor,
             room=given.room,
             bed=given.bed,
             name_contains=given.name_contains,

@@ -185,7 +185,7 @@ async def world(app: object) -> World:
                         birth_date=date(1940 + k, 3, 1),
                         care_level=CareLevel.ASSISTED,
                         admission_date=date(2024, 1, 1 + k),
-                        placement=Placement("A", f"{100 + k}", "1"),
+                        placement=Placement(building="A", room=f"{100 + k}", bed="1"),
                     )
                 )
 

@@ -65,7 +65,7 @@ async def _populate() -> None:
                 birth_date=date(1935 + k % 20, 1 + k % 12, 1 + k % 28),
                 care_level=CareLevel.ASSISTED,
                 admission_date=date(2025, 1, 1) + timedelta(days=k),
-                placement=Placement("B", f"{200 + k}", "1"),
+                placement=Placement(building="B", room=f"{200 + k}", bed="1"),
                 phone=f"1390000{k:04d}",
             )
         )

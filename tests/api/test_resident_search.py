@@ -90,7 +90,7 @@ async def place(world: World) -> Place:
                     birth_date=birth,
                     care_level=level,
                     admission_date=date(2024, 3, 1 + k),
-                    placement=Placement("A", room, bed),
+                    placement=Placement(building="A", room=room, bed=bed),
                     id_card_number=number,
                     phone=phone,
                 )

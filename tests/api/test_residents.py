@@ -277,3 +277,46 @@ async def test_an_unexpected_failure_rolls_back_the_whole_operation(
     assert [e["extensions"]["code"] for e in body["errors"]] == ["INTERNAL"]
     found = await gql(client, '{ residents(filter: {nameContains: "回滚测试"}) { totalCount } }', token=token)
     assert found["data"]["residents"]["totalCount"] == 0
+
+
+async def test_placement_has_a_floor_to_file_and_filter_by(client: httpx.AsyncClient, world: World) -> None:
+    from compliance.principals import StaffRole
+    from tenants.registry import NewInstitution, provision_institution
+    from tests.conftest import staff_token
+
+    assert world.institution_ids  # its regions exist
+    home = await provision_institution(NewInstitution(name="楼层测试养老院", region_code="test-east"))
+    token = staff_token(home.id, StaffRole.INSTITUTION_ADMIN)
+    on_three = {"building": "A", "floor": "3层", "room": "305", "bed": "1"}
+    admitted = await gql(client, ADMIT, {"input": admission(placement=on_three)}, token=token)
+    assert admitted["data"]["admitResident"]["userErrors"] == []
+    other = await gql(
+        client,
+        ADMIT,
+        {"input": admission(name="李桂兰", placement={**on_three, "floor": "1层", "room": "101"})},
+        token=token,
+    )
+    resident = admitted["data"]["admitResident"]["resident"]["id"]
+    assert other["data"]["admitResident"]["userErrors"] == []
+
+    by_floor = (
+        "query($floor: String) { residents(filter: {floor: $floor}) { edges { node { name floor } } } }"
+    )
+    found = await gql(client, by_floor, {"floor": "3层"}, token=token)
+    assert [e["node"] for e in found["data"]["residents"]["edges"]] == [{"name": "王秀英", "floor": "3层"}]
+
+    moved = await gql(
+        client,
+        "mutation($input: UpdateResidentInput!) { updateResident(input: $input) {"
+        " resident { floor room } userErrors { field } } }",
+        {"input": {"id": resident, "placement": {**on_three, "floor": "2层", "room": "205"}}},
+        token=token,
+    )
+    assert moved["data"]["updateResident"] == {"resident": {"floor": "2层", "room": "205"}, "userErrors": []}
+    too_long = await gql(
+        client,
+        ADMIT,
+        {"input": admission(placement={**on_three, "floor": "楼" * 21, "bed": "2"})},
+        token=token,
+    )
+    assert too_long["data"]["admitResident"]["userErrors"][0]["field"] == "floor"

@@ -319,8 +319,12 @@ async def test_an_erased_resident_is_gone_and_the_dashboard_shows_the_others(
     client: httpx.AsyncClient, world: World
 ) -> None:
     nurse = staff(world, OTHER, StaffRole.NURSE)
-    kept_pk, kept = await admitted(world, OTHER, "时间线接口己", Placement("时间线楼", "101", "1"))
-    erased_pk, erased = await admitted(world, OTHER, "时间线接口庚", Placement("时间线楼", "102", "1"))
+    kept_pk, kept = await admitted(
+        world, OTHER, "时间线接口己", Placement(building="时间线楼", room="101", bed="1")
+    )
+    erased_pk, erased = await admitted(
+        world, OTHER, "时间线接口庚", Placement(building="时间线楼", room="102", bed="1")
+    )
     for resident in (kept, erased):
         for hours in (3, 2, 1):
             details = {"observation": {"mood": "CALM", "diet": {"appetite": "GOOD"}}}

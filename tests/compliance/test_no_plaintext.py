@@ -103,7 +103,7 @@ async def test_no_identity_in_plaintext_in_the_test_world(app: object, world: Wo
                     birth,
                     CareLevel.FULL_CARE,
                     date(2025, 2, 1),
-                    Placement("扫描楼", f"90{k}", "1"),
+                    Placement(building="扫描楼", room=f"90{k}", bed="1"),
                     id_card_number=number,
                     phone=phone,
                 )
