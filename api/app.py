@@ -13,6 +13,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from api.authorize import authorize_endpoint
+from api.exports import ACCESS_REPORT_CSV_PATH, AccessReportExport
 from api.files import (
     CHECKUP_REPORT_PATH,
     CHECKUP_REPORTS,
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/graphql", graphql, methods=["GET", "POST"]),
             Route(CHECKUP_REPORT_PATH, SealedFileDownload(graphql, CHECKUP_REPORTS), methods=["GET"]),
             Route(RESIDENT_PHOTO_PATH, SealedFileDownload(graphql, RESIDENT_PHOTOS), methods=["GET"]),
+            Route(ACCESS_REPORT_CSV_PATH, AccessReportExport(graphql), methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/.well-known/jwks.json", jwks, methods=["GET"]),

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from api.settings import REPO_ROOT, ConfigurationError, Settings
+from tenants.db import ApplicationRoleUnavailable
 
 CLI_CLIENT_ID = "yiyang-cli"  # the client_id of tokens printed by `yiyang token`
 
@@ -413,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except ConfigurationError as problem:
+    except (ConfigurationError, ApplicationRoleUnavailable) as problem:
         print(f"configuration: {problem}", file=sys.stderr)
         return 2
 

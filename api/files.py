@@ -18,7 +18,7 @@ resident's personal data was erased.
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Protocol
 
@@ -29,7 +29,10 @@ from starlette.types import Receive, Scope, Send
 from api.graphql import GraphQLEndpoint
 from api.middleware import request_id_of
 from care import photos, reports
+from compliance import consent
+from compliance.audit import Outcome, record_event
 from compliance.policy import Action, require
+from compliance.principals import Principal
 from schema.i18n import negotiate_locale, translate
 from schema.ids import decode_id
 from tenants.errors import DomainError, Erased, Forbidden, InvalidInput, NotFound, Unauthenticated
@@ -106,12 +109,18 @@ class SealedFileDownload:
         if tenant is None or tenant.institution_id != institution_id:
             raise NotFound("Not found.")
 
-        async def read() -> SealedFile:
+        request = _DownloadRequest(
+            principal, request_id_of(scope), scope["client"][0] if scope.get("client") else ""
+        )
+
+        async def read() -> SealedFile | DomainError:
             resident_id = await kind.resident_of(file_id)
             require(principal, kind.action, institution=institution_id, resident_id=resident_id)
-            return await kind.open(resident_id, file_id)
+            return await _decided(request, kind.action, resident_id, lambda: kind.open(resident_id, file_id))
 
         found = await run_in_tenant(tenant, read)
+        if isinstance(found, DomainError):
+            raise found
         log.info(
             "%s %s downloaded by %s (request %s)",
             kind.type_name,
@@ -129,6 +138,40 @@ class SealedFileDownload:
                 **_NO_STORE,
             },
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _DownloadRequest:
+    """What the audit records of a download request (compliance.audit.RequestFacts)."""
+
+    principal: Principal
+    request_id: str
+    client_address: str
+
+
+async def _decided(
+    request: _DownloadRequest,
+    action: Action,
+    resident_id: int,
+    open_file: Callable[[], Awaitable[SealedFile]],
+) -> SealedFile | DomainError:
+    """The decision point on the file's category, on the audit trail in this unit of work either way:
+    the file, or the refusal or failure (returned, not raised, so that the unit of work keeps its event)."""
+    category = consent.category_of(action)
+    assert category is not None  # every download action is resident data
+    decision = await consent.decide(request.principal, action, resident_id, category)
+    event = consent.decision_event(request, action, resident_id, (category,), None, decision)
+    refused = consent.refusal(decision)
+    if refused is not None:
+        await record_event(event)
+        return refused
+    try:
+        found = await open_file()
+    except DomainError as failed:  # e.g. GONE: the resident was erased
+        await record_event(replace(event, outcome=Outcome.FAILED, reason_code=failed.code.lower()))
+        return failed
+    await record_event(event)
+    return found
 
 
 def _refusal(refusal: DomainError, headers: Headers) -> JSONResponse:

@@ -20,6 +20,7 @@ from api.metrics import Metrics
 from api.middleware import request_id_of
 from care.uploads import DEFAULT_MAX_FILE_BYTES
 from compliance.acting import act_in
+from compliance.audit import AuditTrail
 from compliance.identity.access_tokens import verify_access_token
 from compliance.identity.keys import MAX_ACCESS_TOKEN_LIFETIME_SECONDS
 from compliance.identity.login_throttle import LoginThrottle
@@ -42,6 +43,7 @@ except ImportError:  # pragma: no cover
 log = logging.getLogger("yiyang.graphql")
 GRAPHQL_RESPONSE_MEDIA_TYPE = "application/graphql-response+json"
 INTERNAL_MESSAGE = "Internal error. Quote the request id when contacting support."
+INTERNAL_REASON = "internal_error"  # an audit event's reason when the request rolled back on our fault
 
 
 class _RolledBack(Exception):
@@ -60,6 +62,18 @@ def _before_execution(result: Any) -> bool:
         and bool(result.errors)
         and all(error.path is None for error in result.errors)
     )
+
+
+def _fail_refused_fields(trail: AuditTrail, result: Any) -> None:
+    """A root field that ended in an error (NOT_FOUND, CONFLICT… raised after its decisions were
+    recorded) did not do its work: its permitted events are recorded as failed, with the error's code."""
+    if not isinstance(result, ExecutionResult):
+        return
+    for error in result.errors or []:
+        if error.path is not None and len(error.path) == 1:
+            original = error.original_error
+            code = original.code if isinstance(original, DomainError) else "BAD_USER_INPUT"
+            trail.fail(str(error.path[0]), code.lower())
 
 
 def _unexpected(result: Any) -> GraphQLError | None:
@@ -143,13 +157,18 @@ class GraphQLView(ProtocolView):
             if unexpected is not None:
                 # Our own fault mid-operation: keep none of its writes.
                 raise _RolledBack(result) from unexpected.original_error
+            _fail_refused_fields(context.audit, result)
             # The request's audit events, in its transaction: if they cannot be written, nothing is.
             await context.audit.flush()
             return result
 
+        tenant = context.tenant
         try:
-            return await run_in_tenant(context.tenant, in_unit_of_work)
+            return await run_in_tenant(tenant, in_unit_of_work)
         except _RolledBack as rolled_back:
+            # What was decided is still on the record, as failed, in a unit of work of its own.
+            context.audit.fail_all(INTERNAL_REASON)
+            await run_in_tenant(tenant, context.audit.flush)
             return rolled_back.result
 
     def create_response(self, response_data: Any, sub_response: Response) -> Response:

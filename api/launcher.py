@@ -146,8 +146,9 @@ ENVIRONMENT_FILE = "yiyang.env"
 def _write_environment(data_dir: Path, env: dict[str, str]) -> None:
     """The running product's service URLs, for `yiyang token`, `yiyang clients` and the like."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    names = ("DATABASE_URL", "REDIS_URL", "YIYANG_ISSUER")
-    (data_dir / ENVIRONMENT_FILE).write_text("".join(f"{name}={env[name]}\n" for name in names))
+    names = ("DATABASE_URL", "YIYANG_APP_DATABASE_URL", "REDIS_URL", "YIYANG_ISSUER")
+    lines = [f"{name}={env[name]}\n" for name in names if name in env]
+    (data_dir / ENVIRONMENT_FILE).write_text("".join(lines))
 
 
 def run_product(host: str = "127.0.0.1", port: int = 8000, data_dir: Path = DEFAULT_DATA_DIR) -> int:

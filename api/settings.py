@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from compliance.encryption.keys import root_keyring_from_environ
 from compliance.identity.keys import RootKeyError, root_key_from_environ
+from tenants.db import APP_DATABASE_URL_VARIABLE, asyncpg_dsn
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ISSUER = "http://127.0.0.1:8000"
@@ -50,6 +51,7 @@ class Settings:
             root_keyring_from_environ(environ)  # likewise a malformed YIYANG_ROOT_KEY_NEW
         except RootKeyError as problem:
             raise ConfigurationError(str(problem)) from None
+        app_database_url_setting(environ)  # read where the pool opens (tenants/db.py), checked here
         return cls(
             database_url=environ["DATABASE_URL"],
             redis_url=environ["REDIS_URL"],
@@ -66,6 +68,23 @@ class Settings:
             ),
             redis_namespace=redis_namespace_setting(environ.get("YIYANG_REDIS_NAMESPACE", "yiyang")),
         )
+
+
+def app_database_url_setting(environ: Mapping[str, str]) -> str | None:
+    """YIYANG_APP_DATABASE_URL: how the pool logs in as the application's role `yiyang_app` where the
+    server wants a password; unset, DATABASE_URL with its user replaced (trust or certificate auth)."""
+    given = environ.get(APP_DATABASE_URL_VARIABLE, "")
+    if not given:
+        return None
+    try:
+        asyncpg_dsn(given)
+    except ValueError:
+        raise ConfigurationError(f"{APP_DATABASE_URL_VARIABLE} must be a postgres:// URL") from None
+    if given == environ["DATABASE_URL"]:
+        raise ConfigurationError(
+            f"{APP_DATABASE_URL_VARIABLE} must log in as the application's role, not as DATABASE_URL's owner"
+        )
+    return given
 
 
 def redis_namespace_setting(given: str) -> str:

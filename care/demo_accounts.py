@@ -5,7 +5,8 @@ logins follow one pattern so they can be guessed from the demo data:
 
 - platform operator: `ops@demo.yiyang.cn`;
 - staff of the n-th institution (01–12): `admin01@demo.yiyang.cn` (institution admin),
-  `nurse01@…` (head nurse), `caregiver01@…`, `butler01@…`, `finance01@…`;
+  `nurse01@…` (head nurse), `caregiver01@…`, `butler01@…`, `finance01@…`, `compliance01@…` (compliance
+  officer: the audit log and access reports);
 - chain staff: `director.chain1@demo.yiyang.cn` (chain director), `admin.chain1@…` (chain admin);
 - supervisors: `supervisor.east@demo.yiyang.cn` (and `.north`, `.south`);
 - family: the first family member of the first three residents in residence of each institution signs in
@@ -41,6 +42,7 @@ STAFF_ROLES = (
     ("caregiver", StaffRole.CAREGIVER, "护理员"),
     ("butler", StaffRole.BUTLER, "管家"),
     ("finance", StaffRole.FINANCE, "财务"),
+    ("compliance", StaffRole.COMPLIANCE_OFFICER, "合规专员"),
 )
 FAMILY_ACCOUNTS_PER_INSTITUTION = 3
 

@@ -35,6 +35,7 @@ from typing import Any
 
 from care.residents import next_ids
 from care.sealed_rows import admission_date_of, execute, open_row, padded, seal, text, unpadded, writable
+from compliance.audit import AuditEvent, Outcome, RequestFacts, request_event
 from compliance.encryption import field_cipher
 from compliance.policy import Action
 from compliance.principals import Principal, PrincipalKind
@@ -119,6 +120,7 @@ class DecisionReason(StrEnum):
     NOT_FOLLOWED = "not_followed"  # a family account that does not follow the resident
     READ_ONLY = "read_only"  # family accounts never write resident data
     NO_RESIDENT_DATA = "no_resident_data"  # supervisors and platform operators
+    POLICY = "policy"  # permit: no data category is touched, the policy alone decides (compliance/policy.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,6 +403,31 @@ async def decide(
         institution_id=current_tenant().institution_id,
         consents=loaded,
         now=datetime.now(UTC),
+    )
+
+
+def decision_event(
+    request: RequestFacts,
+    action: Action,
+    resident_id: int,
+    categories: Sequence[Category],
+    purpose: Purpose | None,
+    decision: Decision,
+) -> AuditEvent:
+    """The audit event of one decision about one resident's `categories` (no values: names only), for
+    the request `request` (its principal, request id and client address)."""
+    principal = request.principal
+    acted_for = purpose
+    if acted_for is None and principal is not None and categories:
+        acted_for = default_purpose(principal, categories[0])
+    return request_event(
+        request,
+        action,
+        resident_id=resident_id,
+        data_categories=(category.value for category in categories),
+        purpose=acted_for.value if acted_for is not None else None,
+        outcome=Outcome.PERMITTED if decision.permit else Outcome.DENIED,
+        reason_code=None if decision.permit else decision.reason.value,
     )
 
 

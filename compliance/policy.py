@@ -61,6 +61,9 @@ class Action(StrEnum):
     CONSENT_WITHDRAW = "consent.withdraw"
     DATA_SUBJECT_EXPORT = "data_subject.export"  # everything held about a resident (PIPL art. 45)
     DATA_SUBJECT_ERASE = "data_subject.erase"  # crypto-shredding a resident (PIPL art. 47)
+    AUDIT_VIEW = "audit.view"  # the institution's audit log
+    ACCESS_REPORT_VIEW = "access_report.view"  # who accessed a resident's data, when and why
+    ACCESS_REPORT_EXPORT = "access_report.export"  # the same report as a CSV file
     ACCOUNT_SELF = "account.self"  # one's own account: password, second factor
 
 
@@ -89,6 +92,7 @@ _ADMIN = frozenset({StaffRole.INSTITUTION_ADMIN})
 _CLINICAL = frozenset({StaffRole.HEAD_NURSE, StaffRole.NURSE, StaffRole.DOCTOR})
 _CHAIN_ADMIN = frozenset({ChainRole.CHAIN_ADMIN})
 _CONSENT_KEEPERS = frozenset({StaffRole.INSTITUTION_ADMIN, StaffRole.HEAD_NURSE, StaffRole.BUTLER})
+_AUDITORS = frozenset({StaffRole.COMPLIANCE_OFFICER, StaffRole.INSTITUTION_ADMIN})
 READ_RESIDENTS, WRITE_RESIDENTS, WRITE_VITALS = "residents:read", "residents:write", "vitals:write"
 _ANY_SCOPE = frozenset({READ_RESIDENTS, WRITE_RESIDENTS, WRITE_VITALS})
 
@@ -194,6 +198,15 @@ PERMISSIONS: dict[Action, Grant] = {
     # The whole record, and its existence: the institution's admin, who answers the request.
     Action.DATA_SUBJECT_EXPORT: Grant(Level.RESIDENT, staff=_ADMIN),
     Action.DATA_SUBJECT_ERASE: Grant(Level.RESIDENT, staff=_ADMIN),
+    # The audit log: the compliance officer, whose job it is, and the admin, who answers for the
+    # institution (and would otherwise have to appoint an officer to answer a complaint). Not chain roles:
+    # the log is the institution's own, like its residents.
+    Action.AUDIT_VIEW: Grant(Level.INSTITUTION, staff=_AUDITORS),
+    # A resident's access report: the same, and the resident's guardian (the family app); the table lets
+    # family accounts through for the residents they follow, compliance/audit/report.py narrows it to
+    # those who granted a consent of the resident as guardian.
+    Action.ACCESS_REPORT_VIEW: Grant(Level.RESIDENT, staff=_AUDITORS, family=True),
+    Action.ACCESS_REPORT_EXPORT: Grant(Level.RESIDENT, staff=_AUDITORS, family=True),
     # Every person with an account; an integrator client has none.
     Action.ACCOUNT_SELF: Grant(
         Level.ACCOUNT, staff=_ALL_STAFF, chain=_ALL_CHAIN, family=True, supervisor=True, operator=True

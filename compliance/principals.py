@@ -27,6 +27,9 @@ class StaffRole(StrEnum):
     SALES = "sales"
     FINANCE = "finance"
     LOGISTICS = "logistics"
+    # Reads the audit log and residents' access reports (PIPL art. 52's person in charge of personal
+    # information protection); opens no health data.
+    COMPLIANCE_OFFICER = "compliance_officer"
 
 
 class ChainRole(StrEnum):

@@ -19,11 +19,10 @@ from care.models import CareLevel
 from care.residents import ResidentChanges, institution_today, update_resident
 from compliance.consent import Category
 from compliance.policy import Action, require
-from schema.consents import require_consent
 from schema.context import YiyangInfo
 from schema.ids import decode_id, encode_id
 from schema.pagination import Connection, connection, page_request
-from schema.resident_access import ResidentNode
+from schema.resident_access import ResidentNode, require_resident_access, resident_to_change
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
 from tenants.errors import NotFound
 
@@ -385,10 +384,9 @@ async def resident_assessments(
 ) -> Connection[AssessmentType] | None:
     """Assessments newest first (assessment date, then order recorded); corrected versions included.
     Null with an error of code GONE when the resident's data was erased."""
-    require(
-        info.context.principal, Action.ASSESSMENT_VIEW, institution=root.institution_id, resident_id=root.pk
+    await require_resident_access(
+        info, Action.ASSESSMENT_VIEW, root.institution_id, root.pk, (Category.ASSESSMENTS,)
     )
-    await require_consent(info, Action.ASSESSMENT_VIEW, root.pk, Category.ASSESSMENTS)
     page = page_request(first, after)
     rows = await care.list_assessments(root.pk, scale, after_id=page.after_key, limit=page.size + 1)
     locale = info.context.locale
@@ -403,10 +401,9 @@ async def resident_assessments(
 
 async def resident_latest_assessments(root: ResidentNode, info: YiyangInfo) -> LatestAssessmentsType | None:
     """The latest (not corrected) assessment of each scale. Null with GONE when the data was erased."""
-    require(
-        info.context.principal, Action.ASSESSMENT_VIEW, institution=root.institution_id, resident_id=root.pk
+    await require_resident_access(
+        info, Action.ASSESSMENT_VIEW, root.institution_id, root.pk, (Category.ASSESSMENTS,)
     )
-    await require_consent(info, Action.ASSESSMENT_VIEW, root.pk, Category.ASSESSMENTS)
     latest = await info.context.loaders.latest_assessments.load(root.pk)
     locale = info.context.locale
 
@@ -419,10 +416,9 @@ async def resident_latest_assessments(root: ResidentNode, info: YiyangInfo) -> L
 async def resident_care_level_suggestion(root: ResidentNode, info: YiyangInfo) -> SuggestionType | None:
     """The care level the latest assessments suggest, beside the current one; null without a capability
     assessment (or with GONE when the data was erased)."""
-    require(
-        info.context.principal, Action.ASSESSMENT_VIEW, institution=root.institution_id, resident_id=root.pk
+    await require_resident_access(
+        info, Action.ASSESSMENT_VIEW, root.institution_id, root.pk, (Category.ASSESSMENTS,)
     )
-    await require_consent(info, Action.ASSESSMENT_VIEW, root.pk, Category.ASSESSMENTS)
     latest = await info.context.loaders.latest_assessments.load(root.pk)
     found = care.resident_suggestion(latest, root.care_level)
     return None if found is None else SuggestionType.of(found, root.institution_id, info.context.locale)
@@ -493,15 +489,6 @@ class ApplyCareLevelSuggestionPayload:
     user_errors: list[UserError]
 
 
-def _resident(info: YiyangInfo, resident_id: str, *actions: Action) -> tuple[int, int]:
-    institution_id, pk = decode_id("Resident", resident_id, 2, field="residentId")
-    for action in actions:
-        require(info.context.principal, action, institution=institution_id, resident_id=pk)
-    if info.context.require_tenant().institution_id != institution_id:
-        raise NotFound("Not found.", field="residentId")
-    return institution_id, pk
-
-
 def _answers(given: Sequence[AssessmentAnswerInput]) -> tuple[care.Answer, ...]:
     return tuple(care.Answer(answer.item.strip(), answer.value) for answer in given)
 
@@ -514,7 +501,7 @@ class AssessmentMutations:
     async def record_assessment(
         self, info: YiyangInfo, input: RecordAssessmentInput
     ) -> RecordAssessmentPayload:
-        institution_id, pk = _resident(info, input.resident_id, Action.ASSESSMENT_RECORD)
+        institution_id, pk = await resident_to_change(info, input.resident_id, Action.ASSESSMENT_RECORD)
         principal = info.context.principal
         new = care.NewAssessment(
             scale=input.scale,
@@ -533,7 +520,7 @@ class AssessmentMutations:
             return RecordAssessmentPayload(
                 assessment=None,
                 care_level_suggestion=None,
-                user_errors=user_errors(error, info.context.locale),
+                user_errors=user_errors(info, error),
             )
         locale = info.context.locale
         found = care.resident_suggestion(await care.latest_assessments(pk), await care.current_care_level(pk))
@@ -558,9 +545,8 @@ class AssessmentMutations:
         require(info.context.principal, Action.ASSESSMENT_RECORD, institution=assessment_institution)
         if info.context.require_tenant().institution_id != assessment_institution:
             raise NotFound("Not found.", field="assessmentId")
-        institution_id, pk = _resident(
-            info, input.resident_id, Action.ASSESSMENT_RECORD, Action.RESIDENT_UPDATE
-        )
+        institution_id, pk = await resident_to_change(info, input.resident_id, Action.ASSESSMENT_RECORD)
+        await require_resident_access(info, Action.RESIDENT_UPDATE, institution_id, pk)
         if assessment_institution != institution_id:
             raise NotFound("Not found.", field="assessmentId")
         try:
@@ -568,7 +554,7 @@ class AssessmentMutations:
             updated = await update_resident(pk, ResidentChanges(care_level=found.suggestion.care_level))
         except USER_ERROR_TYPES as error:
             return ApplyCareLevelSuggestionPayload(
-                resident=None, previous_care_level=None, user_errors=user_errors(error, info.context.locale)
+                resident=None, previous_care_level=None, user_errors=user_errors(info, error)
             )
         return ApplyCareLevelSuggestionPayload(
             resident=ResidentType.from_model(updated, institution_id),

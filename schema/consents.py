@@ -1,5 +1,6 @@
 """Consents through GraphQL (compliance/consent.py): `Resident.consents`, `Consent.history`, the mutations
-`recordConsent` and `withdrawConsent`, and the helpers other resolvers use to ask the decision point.
+`recordConsent` and `withdrawConsent`. (Other resolvers ask the decision point through
+schema/resident_access.py.)
 
 Staff who keep consents (policy: consent.view, consent.record, consent.withdraw) see and change all of a
 resident's consents; a family account sees the consents it granted as guardian or that name it, and
@@ -7,21 +8,19 @@ withdraws only those it granted. Denials of the decision point are FORBIDDEN err
 extensions.reason CONSENT_REQUIRED when a consent would lift them.
 """
 
-from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import strawberry
 
 from compliance import consent as domain
-from compliance.audit import Outcome, request_event
 from compliance.policy import Action, require
 from compliance.principals import Principal, PrincipalKind
 from schema.context import YiyangInfo
 from schema.ids import decode_id, encode_id
 from schema.pagination import Connection, page_request, paginate_loaded
-from schema.resident_access import ResidentNode, recorder, resident_to_change
+from schema.resident_access import ResidentNode, recorder, require_resident_access, resident_to_change
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
-from tenants.errors import Forbidden, NotFound, Unauthenticated
+from tenants.errors import NotFound
 
 ConsentPurpose = strawberry.enum(domain.Purpose, name="ConsentPurpose")
 DataCategory = strawberry.enum(domain.Category, name="DataCategory")
@@ -30,103 +29,6 @@ ConsentAuthority = strawberry.enum(domain.Authority, name="ConsentAuthority")
 ConsentGranteeKind = strawberry.enum(domain.GranteeKind, name="ConsentGranteeKind")
 ConsentRecordingMethod = strawberry.enum(domain.RecordingMethod, name="ConsentRecordingMethod")
 ConsentStatusEnum = strawberry.enum(domain.ConsentStatus, name="ConsentStatus")
-
-
-# The decision point, for other resolvers ------------------------------------------------------------
-
-
-async def require_consent(
-    info: YiyangInfo,
-    action: Action,
-    resident_id: int,
-    category: domain.Category,
-    purpose: domain.Purpose | None = None,
-) -> domain.Decision:
-    """The decision point's answer for the caller (after `policy.require`), written to the audit log
-    either way (the request's trail): FORBIDDEN unless it permits. The consents come from the request's
-    DataLoader (one query for a page of residents)."""
-    principal = info.context.principal
-    if principal is None:
-        raise Unauthenticated("Authentication required.")
-    decision = await domain.decide(
-        principal, action, resident_id, category, purpose, consents=info.context.loaders.consent_terms.load
-    )
-    audit_decision(info, action, resident_id, category, purpose, decision)
-    refused = domain.refusal(decision)
-    if refused is not None:
-        raise refused
-    return decision
-
-
-def audit_decision(
-    info: YiyangInfo,
-    action: Action,
-    resident_id: int,
-    category: domain.Category,
-    purpose: domain.Purpose | None,
-    decision: domain.Decision,
-) -> None:
-    """The event of one decision about one resident, added to the request's audit trail."""
-    principal = info.context.principal
-    acted_for = purpose or (domain.default_purpose(principal, category) if principal is not None else None)
-    info.context.audit.add(
-        request_event(
-            info.context,
-            action,
-            resident_id=resident_id,
-            data_categories=(category.value,),
-            purpose=acted_for.value if acted_for is not None else None,
-            outcome=Outcome.PERMITTED if decision.permit else Outcome.DENIED,
-            reason_code=None if decision.permit else decision.reason.value,
-        )
-    )
-
-
-async def consent_refusals(
-    info: YiyangInfo,
-    action: Action,
-    resident_ids: Iterable[int],
-    category: domain.Category,
-    *,
-    kinds: frozenset[PrincipalKind],
-) -> dict[int, Forbidden]:
-    """For a page of residents: the refusal of each resident the caller may not see `category` of, when
-    the caller is of one of `kinds` (others are not asked: no query). Every resident's read is written to
-    the audit trail, permitted or denied."""
-    principal = info.context.principal
-    wanted = sorted(set(resident_ids))
-    if principal is None or principal.kind not in kinds:
-        # Not asked (staff under care delivery, decided by the policy alone): still recorded.
-        for resident_id in wanted:
-            audit_decision(
-                info,
-                action,
-                resident_id,
-                category,
-                None,
-                domain.Decision(True, domain.DecisionReason.CARE_DELIVERY),
-            )
-        return {}
-    loaded = await info.context.loaders.consent_terms.load_many(wanted)
-    tenant = info.context.require_tenant()
-    now = datetime.now(UTC)
-    refusals: dict[int, Forbidden] = {}
-    for resident_id, terms in zip(wanted, loaded, strict=True):
-        decision = domain.decide_with(
-            principal,
-            action,
-            resident_id,
-            category,
-            None,
-            institution_id=tenant.institution_id,
-            consents=terms,
-            now=now,
-        )
-        audit_decision(info, action, resident_id, category, None, decision)
-        refused = domain.refusal(decision)
-        if refused is not None:
-            refusals[resident_id] = refused
-    return refusals
 
 
 # Types -------------------------------------------------------------------------------------------
@@ -210,7 +112,7 @@ class ConsentType:
     @strawberry.field(description="Every version of this consent, newest first.")
     async def history(self, info: YiyangInfo) -> list["ConsentType"]:
         versions = await domain.consent_history(self.consent_pk)
-        _visible_or_not_found(info, versions[0])
+        await _visible_or_not_found(info, self.institution_id, versions[0])
         now = datetime.now(UTC)
         return [ConsentType.of(version, self.institution_id, now) for version in versions]
 
@@ -224,10 +126,9 @@ def _visible(principal: Principal | None, row: domain.ConsentVersion) -> bool:
     return row.terms.granted_by(principal) or row.terms.names(principal)
 
 
-def _visible_or_not_found(info: YiyangInfo, row: domain.ConsentVersion) -> None:
-    principal = info.context.principal
-    require(principal, Action.CONSENT_VIEW, resident_id=row.terms.resident_id)
-    if not _visible(principal, row):
+async def _visible_or_not_found(info: YiyangInfo, institution_id: int, row: domain.ConsentVersion) -> None:
+    await require_resident_access(info, Action.CONSENT_VIEW, institution_id, row.terms.resident_id)
+    if not _visible(info.context.principal, row):
         raise NotFound("Not found.")
 
 
@@ -241,7 +142,7 @@ async def resident_consents(
     """The current version of each of the resident's consents, in the order recorded (a family account:
     those it granted as guardian or that name it)."""
     principal = info.context.principal
-    require(principal, Action.CONSENT_VIEW, institution=root.institution_id, resident_id=root.pk)
+    await require_resident_access(info, Action.CONSENT_VIEW, root.institution_id, root.pk)
     page = page_request(first, after)
     rows = await domain.consents_of(root.pk, status=None if status is None else domain.ConsentStatus(status))
     now = datetime.now(UTC)
@@ -330,7 +231,7 @@ class ConsentMutations:
         "consentId, a new version of an existing consent. Earlier versions are kept."
     )
     async def record_consent(self, info: YiyangInfo, input: RecordConsentInput) -> ConsentPayload:
-        institution_id, pk = resident_to_change(info, input.resident_id, Action.CONSENT_RECORD)
+        institution_id, pk = await resident_to_change(info, input.resident_id, Action.CONSENT_RECORD)
         amends = None if input.consent_id is None else _consent_pk(info, input.consent_id, "consentId")
         given = domain.NewConsent(
             resident_id=pk,
@@ -357,7 +258,7 @@ class ConsentMutations:
         try:
             row = await domain.record_consent(given, recorded_by=recorder(info), amends=amends)
         except USER_ERROR_TYPES as error:
-            return ConsentPayload(consent=None, user_errors=user_errors(error, info.context.locale))
+            return ConsentPayload(consent=None, user_errors=user_errors(info, error))
         _forget_terms(info, pk)
         return ConsentPayload(consent=ConsentType.of(row, institution_id, datetime.now(UTC)), user_errors=[])
 
@@ -373,10 +274,10 @@ class ConsentMutations:
         current = await domain.current_consent(pk)
         institution_id = info.context.require_tenant().institution_id
         resident_id = current.terms.resident_id
-        require(principal, Action.CONSENT_WITHDRAW, institution=institution_id, resident_id=resident_id)
+        await require_resident_access(info, Action.CONSENT_WITHDRAW, institution_id, resident_id)
         try:
             row = await domain.withdraw_consent(pk, input.reason, recorded_by=recorder(info), by=principal)
         except USER_ERROR_TYPES as error:
-            return ConsentPayload(consent=None, user_errors=user_errors(error, info.context.locale))
+            return ConsentPayload(consent=None, user_errors=user_errors(info, error))
         _forget_terms(info, resident_id)
         return ConsentPayload(consent=ConsentType.of(row, institution_id, datetime.now(UTC)), user_errors=[])

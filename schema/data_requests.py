@@ -8,7 +8,6 @@ import strawberry
 from strawberry.scalars import JSON
 
 from care import data_requests as care
-from compliance.audit import request_event
 from compliance.consent import Category
 from compliance.policy import Action
 from schema.context import YiyangInfo
@@ -56,14 +55,7 @@ class EraseResidentPayload:
 
 
 # Every category the record holds: an export reads them all, an erasure makes them all unreadable.
-_ALL_CATEGORIES = tuple(category.value for category in Category if category is not Category.BILLING)
-
-
-def _audit(info: YiyangInfo, action: Action, resident_id: int) -> None:
-    """On the request's audit trail, written with the work (api/graphql.py): who asked for it and when."""
-    info.context.audit.add(
-        request_event(info.context, action, resident_id=resident_id, data_categories=_ALL_CATEGORIES)
-    )
+_ALL_CATEGORIES = tuple(category for category in Category if category is not Category.BILLING)
 
 
 @strawberry.type
@@ -72,9 +64,10 @@ class DataRequestMutations:
     async def export_resident_data(
         self, info: YiyangInfo, input: ExportResidentDataInput
     ) -> ExportResidentDataPayload:
-        _, pk = resident_to_change(info, input.resident_id, Action.DATA_SUBJECT_EXPORT)
+        _, pk = await resident_to_change(
+            info, input.resident_id, Action.DATA_SUBJECT_EXPORT, categories=_ALL_CATEGORIES
+        )
         document = await care.export_resident(pk)
-        _audit(info, Action.DATA_SUBJECT_EXPORT, pk)
         return ExportResidentDataPayload(export=document, user_errors=[])
 
     @strawberry.mutation(
@@ -82,14 +75,15 @@ class DataRequestMutations:
         "record becomes unreadable at once, and a tombstone records who, when and why."
     )
     async def erase_resident(self, info: YiyangInfo, input: EraseResidentInput) -> EraseResidentPayload:
-        institution_id, pk = resident_to_change(info, input.resident_id, Action.DATA_SUBJECT_ERASE)
+        institution_id, pk = await resident_to_change(
+            info, input.resident_id, Action.DATA_SUBJECT_ERASE, categories=_ALL_CATEGORIES
+        )
         try:
             done = await care.erase_resident(
                 pk, reason=input.reason, reference=input.reference, erased_by=recorder(info)
             )
         except USER_ERROR_TYPES as error:
-            return EraseResidentPayload(erasure=None, user_errors=user_errors(error, info.context.locale))
-        _audit(info, Action.DATA_SUBJECT_ERASE, pk)
+            return EraseResidentPayload(erasure=None, user_errors=user_errors(info, error))
         erasure = ResidentErasureType(
             resident_id=strawberry.ID(encode_id("Resident", institution_id, done.resident_id)),
             erased_at=done.erased_at,

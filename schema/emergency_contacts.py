@@ -13,13 +13,17 @@ import strawberry
 from care import emergency_contacts as care
 from care.residents import FamilyMemberRecord
 from compliance.consent import Category
-from compliance.policy import Action, require
-from schema.consents import require_consent
+from compliance.policy import Action
 from schema.context import YiyangInfo
-from schema.ids import decode_id, encode_id
-from schema.resident_access import ResidentNode, recorder, resident_to_change
+from schema.ids import encode_id
+from schema.resident_access import (
+    ResidentNode,
+    part_to_change,
+    recorder,
+    require_resident_access,
+    resident_to_change,
+)
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
-from tenants.errors import NotFound
 
 if TYPE_CHECKING:
     from schema.residents import FamilyMemberType
@@ -86,13 +90,9 @@ async def resident_emergency_contacts(
     """Who to call, in order: the family members flagged as emergency contacts (in the order they were
     registered), then the other contacts by priority. Null with an error of code GONE when the
     resident's personal data was erased."""
-    require(
-        info.context.principal,
-        Action.EMERGENCY_CONTACTS_VIEW,
-        institution=root.institution_id,
-        resident_id=root.pk,
+    await require_resident_access(
+        info, Action.EMERGENCY_CONTACTS_VIEW, root.institution_id, root.pk, (Category.DAILY_CARE,)
     )
-    await require_consent(info, Action.EMERGENCY_CONTACTS_VIEW, root.pk, Category.DAILY_CARE)
     loaders = info.context.loaders
     members = await loaders.family_members.load(root.pk)
     contacts = await loaders.emergency_contacts.load(root.pk)
@@ -144,16 +144,8 @@ class RemoveEmergencyContactPayload:
 async def _contact_to_change(info: YiyangInfo, contact_id: str) -> tuple[int, int, int]:
     """(institution id, contact primary key, its resident) of a contact id of the acting institution that
     the principal may change (FORBIDDEN), else NOT_FOUND."""
-    institution_id, pk = decode_id("EmergencyContact", contact_id, 2)
-    require(info.context.principal, Action.EMERGENCY_CONTACTS_EDIT, institution=institution_id)
-    if info.context.require_tenant().institution_id != institution_id:
-        raise NotFound("Not found.")
-    resident_id = await care.resident_of_contact(pk)
-    require(
-        info.context.principal,
-        Action.EMERGENCY_CONTACTS_EDIT,
-        institution=institution_id,
-        resident_id=resident_id,
+    institution_id, resident_id, pk = await part_to_change(
+        info, "EmergencyContact", contact_id, Action.EMERGENCY_CONTACTS_EDIT, care.resident_of_contact
     )
     return institution_id, pk, resident_id
 
@@ -164,14 +156,12 @@ class EmergencyContactMutations:
     async def add_emergency_contact(
         self, info: YiyangInfo, input: AddEmergencyContactInput
     ) -> EmergencyContactPayload:
-        institution_id, pk = resident_to_change(info, input.resident_id, Action.EMERGENCY_CONTACTS_EDIT)
+        institution_id, pk = await resident_to_change(info, input.resident_id, Action.EMERGENCY_CONTACTS_EDIT)
         new = care.NewEmergencyContact(input.name, input.role, input.phone, input.priority, input.note)
         try:
             row = await care.add_contact(pk, new, recorded_by=recorder(info))
         except USER_ERROR_TYPES as error:
-            return EmergencyContactPayload(
-                emergency_contact=None, user_errors=user_errors(error, info.context.locale)
-            )
+            return EmergencyContactPayload(emergency_contact=None, user_errors=user_errors(info, error))
         return EmergencyContactPayload(
             emergency_contact=EmergencyContactType.of(row, institution_id), user_errors=[]
         )
@@ -187,9 +177,7 @@ class EmergencyContactMutations:
         try:
             row = await care.update_contact(resident_id, contact_id, changes)
         except USER_ERROR_TYPES as error:
-            return EmergencyContactPayload(
-                emergency_contact=None, user_errors=user_errors(error, info.context.locale)
-            )
+            return EmergencyContactPayload(emergency_contact=None, user_errors=user_errors(info, error))
         return EmergencyContactPayload(
             emergency_contact=EmergencyContactType.of(row, institution_id), user_errors=[]
         )

@@ -14,11 +14,15 @@ import strawberry
 from care import family_log as care
 from compliance.consent import Category
 from compliance.policy import Action, require
-from schema.consents import require_consent
 from schema.context import YiyangInfo
 from schema.ids import decode_id, encode_id
 from schema.pagination import Connection, connection, page_request
-from schema.resident_access import ResidentNode, recorder, resident_to_change
+from schema.resident_access import (
+    ResidentNode,
+    recorder,
+    require_resident_access,
+    resident_to_change,
+)
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
 from tenants.errors import NotFound
 
@@ -69,6 +73,10 @@ class FamilyCommunicationType:
             return None
         from schema.residents import FamilyMemberType
 
+        # A relative's name and phone: identity data, decided and recorded as the resident's family list.
+        await require_resident_access(
+            info, Action.RESIDENT_VIEW, self.institution_id, self.resident_pk, (Category.IDENTITY,)
+        )
         members = await info.context.loaders.family_members.load(self.resident_pk)
         for member in members:
             if member.id == self.family_member_pk:
@@ -81,10 +89,9 @@ async def resident_family_communications(
 ) -> Connection[FamilyCommunicationType] | None:
     """The family communication log, newest first. Null with an error of code GONE when the resident's
     personal data was erased."""
-    require(
-        info.context.principal, Action.FAMILY_LOG_VIEW, institution=root.institution_id, resident_id=root.pk
+    await require_resident_access(
+        info, Action.FAMILY_LOG_VIEW, root.institution_id, root.pk, (Category.DAILY_CARE,)
     )
-    await require_consent(info, Action.FAMILY_LOG_VIEW, root.pk, Category.DAILY_CARE)
     page = page_request(first, after)
     if page.after_key is None:
         loaded = await info.context.loaders.family_communications.load((root.pk, page.size + 1))
@@ -145,7 +152,7 @@ class FamilyLogMutations:
             require(info.context.principal, Action.FAMILY_LOG_RECORD, institution=member_institution)
             if info.context.require_tenant().institution_id != member_institution:
                 raise NotFound("Not found.", field="familyMemberId")
-        institution_id, pk = resident_to_change(info, input.resident_id, Action.FAMILY_LOG_RECORD)
+        institution_id, pk = await resident_to_change(info, input.resident_id, Action.FAMILY_LOG_RECORD)
         entry = care.NewFamilyCommunication(
             occurred_at=input.occurred_at,
             channel=care.Channel(input.channel),
@@ -158,9 +165,7 @@ class FamilyLogMutations:
         try:
             row = await care.record_family_communication(pk, entry, recorded_by=recorder(info))
         except USER_ERROR_TYPES as error:
-            return FamilyCommunicationPayload(
-                family_communication=None, user_errors=user_errors(error, info.context.locale)
-            )
+            return FamilyCommunicationPayload(family_communication=None, user_errors=user_errors(info, error))
         return FamilyCommunicationPayload(
             family_communication=FamilyCommunicationType.of(row, institution_id), user_errors=[]
         )

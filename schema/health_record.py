@@ -18,12 +18,12 @@ import strawberry
 from care import health_record as care
 from care.residents import institution_today
 from compliance.consent import Category
-from compliance.policy import Action, require
-from schema.consents import require_consent
+from compliance.policy import Action
 from schema.context import YiyangInfo
-from schema.ids import decode_id, encode_id
+from schema.ids import encode_id
+from schema.resident_access import part_to_change, recorder, require_resident_access, resident_to_change
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
-from tenants.errors import Erased, NotFound
+from tenants.errors import Erased
 
 RouteEnum = strawberry.enum(care.Route, name="MedicationRoute")
 DoseUnitEnum = strawberry.enum(care.DoseUnit, name="DoseUnit")
@@ -107,11 +107,13 @@ class HealthRecordType:
 
 async def health_record_of(info: YiyangInfo, institution_id: int, resident_id: int) -> HealthRecordType:
     """A resident's health record, for `Resident.healthRecord` (the policy asked per resident)."""
-    require(
-        info.context.principal, Action.HEALTH_RECORD_VIEW, institution=institution_id, resident_id=resident_id
+    await require_resident_access(
+        info,
+        Action.HEALTH_RECORD_VIEW,
+        institution_id,
+        resident_id,
+        (Category.MEDICAL_HISTORY, Category.MEDICATIONS),
     )
-    await require_consent(info, Action.HEALTH_RECORD_VIEW, resident_id, Category.MEDICAL_HISTORY)
-    await require_consent(info, Action.HEALTH_RECORD_VIEW, resident_id, Category.MEDICATIONS)
     record = await info.context.loaders.health_record.load(resident_id)
     if record.erased:
         raise Erased("The personal data of this resident was erased.")
@@ -123,16 +125,12 @@ async def health_record_of(info: YiyangInfo, institution_id: int, resident_id: i
     )
 
 
-def _resident_to_edit(info: YiyangInfo, resident_id: str) -> tuple[int, int]:
-    institution_id, pk = decode_id("Resident", resident_id, 2, field="residentId")
-    require(info.context.principal, Action.HEALTH_RECORD_EDIT, institution=institution_id, resident_id=pk)
-    info.context.require_tenant()
-    return institution_id, pk
-
-
-def _recorder(info: YiyangInfo) -> str:
-    principal = info.context.principal
-    return principal.subject if principal is not None else "-"
+# What an entry is, as a category of data (health_record.edit alone names medical history).
+_CATEGORY_OF_ENTRY = {
+    care.Entry.DIAGNOSIS: Category.MEDICAL_HISTORY,
+    care.Entry.ALLERGY: Category.MEDICAL_HISTORY,
+    care.Entry.MEDICATION: Category.MEDICATIONS,
+}
 
 
 @strawberry.input
@@ -237,34 +235,35 @@ async def _entry_to_edit(
 ) -> tuple[int, int, int]:
     """(institution id, resident pk, entry pk) of an entry of the acting institution the caller may edit;
     NOT_FOUND for another institution's (or a removed) entry, FORBIDDEN for a role that may not edit."""
-    institution_id, pk = decode_id(type_name, entry_id, 2)
-    require(info.context.principal, Action.HEALTH_RECORD_EDIT, institution=institution_id)
-    if info.context.require_tenant().institution_id != institution_id:
-        raise NotFound("Not found.")
-    resident_id = await care.resident_of_entry(entry, pk)
-    require(
-        info.context.principal, Action.HEALTH_RECORD_EDIT, institution=institution_id, resident_id=resident_id
+    return await part_to_change(
+        info,
+        type_name,
+        entry_id,
+        Action.HEALTH_RECORD_EDIT,
+        lambda pk: care.resident_of_entry(entry, pk),
+        categories=(_CATEGORY_OF_ENTRY[entry],),
     )
-    return institution_id, resident_id, pk
 
 
 @strawberry.type
 class HealthRecordMutations:
     @strawberry.mutation(description="Record a diagnosis of a resident (medical history).")
     async def add_diagnosis(self, info: YiyangInfo, input: AddDiagnosisInput) -> DiagnosisPayload:
-        institution_id, pk = _resident_to_edit(info, input.resident_id)
+        institution_id, pk = await resident_to_change(info, input.resident_id, Action.HEALTH_RECORD_EDIT)
         new = care.NewDiagnosis(
             input.condition, input.icd10, input.note, input.diagnosed_on, input.resolved_on
         )
         try:
-            row = await care.add_diagnosis(pk, new, recorded_by=_recorder(info), today=institution_today())
+            row = await care.add_diagnosis(pk, new, recorded_by=recorder(info), today=institution_today())
         except USER_ERROR_TYPES as error:
-            return DiagnosisPayload(diagnosis=None, user_errors=user_errors(error, info.context.locale))
+            return DiagnosisPayload(diagnosis=None, user_errors=user_errors(info, error))
         return DiagnosisPayload(diagnosis=DiagnosisType.of(row, institution_id), user_errors=[])
 
     @strawberry.mutation(description="Record a medication a resident takes or took.")
     async def add_medication(self, info: YiyangInfo, input: AddMedicationInput) -> MedicationPayload:
-        institution_id, pk = _resident_to_edit(info, input.resident_id)
+        institution_id, pk = await resident_to_change(
+            info, input.resident_id, Action.HEALTH_RECORD_EDIT, categories=(Category.MEDICATIONS,)
+        )
         new = care.NewMedication(
             drug=input.drug,
             dose_amount=input.dose_amount,
@@ -276,9 +275,9 @@ class HealthRecordMutations:
             prescriber=input.prescriber,
         )
         try:
-            row = await care.add_medication(pk, new, recorded_by=_recorder(info))
+            row = await care.add_medication(pk, new, recorded_by=recorder(info))
         except USER_ERROR_TYPES as error:
-            return MedicationPayload(medication=None, user_errors=user_errors(error, info.context.locale))
+            return MedicationPayload(medication=None, user_errors=user_errors(info, error))
         today = institution_today()
         return MedicationPayload(medication=MedicationType.of(row, institution_id, today), user_errors=[])
 
@@ -289,21 +288,21 @@ class HealthRecordMutations:
         )
         try:
             row = await care.end_medication(
-                resident_id, medication_id, input.ended_on, changed_by=_recorder(info)
+                resident_id, medication_id, input.ended_on, changed_by=recorder(info)
             )
         except USER_ERROR_TYPES as error:
-            return MedicationPayload(medication=None, user_errors=user_errors(error, info.context.locale))
+            return MedicationPayload(medication=None, user_errors=user_errors(info, error))
         today = institution_today()
         return MedicationPayload(medication=MedicationType.of(row, institution_id, today), user_errors=[])
 
     @strawberry.mutation(description="Record an allergy of a resident.")
     async def add_allergy(self, info: YiyangInfo, input: AddAllergyInput) -> AllergyPayload:
-        institution_id, pk = _resident_to_edit(info, input.resident_id)
+        institution_id, pk = await resident_to_change(info, input.resident_id, Action.HEALTH_RECORD_EDIT)
         new = care.NewAllergy(input.substance, input.severity, input.reaction)
         try:
-            row = await care.add_allergy(pk, new, recorded_by=_recorder(info))
+            row = await care.add_allergy(pk, new, recorded_by=recorder(info))
         except USER_ERROR_TYPES as error:
-            return AllergyPayload(allergy=None, user_errors=user_errors(error, info.context.locale))
+            return AllergyPayload(allergy=None, user_errors=user_errors(info, error))
         return AllergyPayload(allergy=AllergyType.of(row, institution_id), user_errors=[])
 
     @strawberry.mutation(
@@ -326,11 +325,11 @@ class HealthRecordMutations:
                 resident_id,
                 diagnosis_id,
                 changes,
-                changed_by=_recorder(info),
+                changed_by=recorder(info),
                 today=institution_today(),
             )
         except USER_ERROR_TYPES as error:
-            return DiagnosisPayload(diagnosis=None, user_errors=user_errors(error, info.context.locale))
+            return DiagnosisPayload(diagnosis=None, user_errors=user_errors(info, error))
         return DiagnosisPayload(diagnosis=DiagnosisType.of(row, institution_id), user_errors=[])
 
     @strawberry.mutation(description="Correct an allergy (substance, reaction, severity).")
@@ -340,9 +339,9 @@ class HealthRecordMutations:
         )
         changes = care.AllergyChanges(input.substance, input.reaction, input.severity)
         try:
-            row = await care.update_allergy(resident_id, allergy_id, changes, changed_by=_recorder(info))
+            row = await care.update_allergy(resident_id, allergy_id, changes, changed_by=recorder(info))
         except USER_ERROR_TYPES as error:
-            return AllergyPayload(allergy=None, user_errors=user_errors(error, info.context.locale))
+            return AllergyPayload(allergy=None, user_errors=user_errors(info, error))
         return AllergyPayload(allergy=AllergyType.of(row, institution_id), user_errors=[])
 
     @strawberry.mutation(
@@ -376,5 +375,5 @@ async def _remove(
     info: YiyangInfo, entry: care.Entry, type_name: str, entry_id: strawberry.ID
 ) -> RemoveHealthRecordEntryPayload:
     _, resident_id, pk = await _entry_to_edit(info, entry, type_name, entry_id)
-    await care.mark_entered_in_error(entry, resident_id, pk, marked_by=_recorder(info))
+    await care.mark_entered_in_error(entry, resident_id, pk, marked_by=recorder(info))
     return RemoveHealthRecordEntryPayload(removed_id=entry_id, user_errors=[])

@@ -502,7 +502,7 @@ class IdentityMutations:
         try:
             member = await staff_domain.add_staff_member(institution_id, spec)
         except USER_ERROR_TYPES as error:
-            return StaffMemberPayload(staff_member=None, user_errors=user_errors(error, info.context.locale))
+            return StaffMemberPayload(staff_member=None, user_errors=user_errors(info, error))
         return StaffMemberPayload(staff_member=StaffMemberType.from_domain(member), user_errors=[])
 
     @strawberry.mutation(description="Replace a staff member's roles in the institution the caller acts in.")
@@ -511,7 +511,7 @@ class IdentityMutations:
         try:
             member = await staff_domain.set_staff_roles(institution_id, account_id, input.roles)
         except USER_ERROR_TYPES as error:
-            return StaffMemberPayload(staff_member=None, user_errors=user_errors(error, info.context.locale))
+            return StaffMemberPayload(staff_member=None, user_errors=user_errors(info, error))
         return StaffMemberPayload(staff_member=StaffMemberType.from_domain(member), user_errors=[])
 
     @strawberry.mutation(
@@ -525,7 +525,7 @@ class IdentityMutations:
             await staff_domain.remove_staff_member(institution_id, account_id)
         except USER_ERROR_TYPES as error:
             return RemoveStaffMemberPayload(
-                removed_staff_member_id=None, user_errors=user_errors(error, info.context.locale)
+                removed_staff_member_id=None, user_errors=user_errors(info, error)
             )
         return RemoveStaffMemberPayload(removed_staff_member_id=input.staff_member_id, user_errors=[])
 
@@ -552,7 +552,7 @@ class IdentityMutations:
             )
         except USER_ERROR_TYPES as error:
             return CreateIntegratorClientPayload(
-                client=None, client_secret=None, user_errors=user_errors(error, info.context.locale)
+                client=None, client_secret=None, user_errors=user_errors(info, error)
             )
         row = await client_registry.integrator_client(created.client.id)
         assert row is not None
@@ -582,7 +582,7 @@ class IdentityMutations:
                 ip=info.context.client_address,
             )
         except USER_ERROR_TYPES as error:
-            return AccountPayload(account=None, user_errors=user_errors(error, info.context.locale))
+            return AccountPayload(account=None, user_errors=user_errors(info, error))
         return AccountPayload(account=AccountType.from_model(account), user_errors=[])
 
     @strawberry.mutation(
@@ -595,7 +595,7 @@ class IdentityMutations:
             enrolment = await totp.begin_enrolment(account)
         except USER_ERROR_TYPES as error:
             return BeginTotpEnrolmentPayload(
-                secret=None, otpauth_uri=None, user_errors=user_errors(error, info.context.locale)
+                secret=None, otpauth_uri=None, user_errors=user_errors(info, error)
             )
         return BeginTotpEnrolmentPayload(
             secret=enrolment.secret, otpauth_uri=enrolment.otpauth_uri, user_errors=[]
@@ -607,9 +607,7 @@ class IdentityMutations:
         try:
             await totp.confirm_enrolment(account, input.code)
         except USER_ERROR_TYPES as error:
-            return SecondFactorPayload(
-                second_factor=None, user_errors=user_errors(error, info.context.locale)
-            )
+            return SecondFactorPayload(second_factor=None, user_errors=user_errors(info, error))
         return SecondFactorPayload(second_factor=await _second_factor(account), user_errors=[])
 
     @strawberry.mutation(description="Remove the account's authenticator, proven by a current code.")
@@ -618,9 +616,7 @@ class IdentityMutations:
         try:
             await totp.disable_totp(account, input.code)
         except USER_ERROR_TYPES as error:
-            return SecondFactorPayload(
-                second_factor=None, user_errors=user_errors(error, info.context.locale)
-            )
+            return SecondFactorPayload(second_factor=None, user_errors=user_errors(info, error))
         return SecondFactorPayload(second_factor=await _second_factor(account), user_errors=[])
 
     @strawberry.mutation(

@@ -141,8 +141,6 @@ class InstitutionMutations:
                 )
             )
         except USER_ERROR_TYPES as error:
-            return ProvisionInstitutionPayload(
-                institution=None, user_errors=user_errors(error, info.context.locale)
-            )
+            return ProvisionInstitutionPayload(institution=None, user_errors=user_errors(info, error))
         row = await institutions_with_relations().get(id=created.id)
         return ProvisionInstitutionPayload(institution=InstitutionType.from_model(row), user_errors=[])

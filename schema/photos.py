@@ -12,12 +12,16 @@ from strawberry.file_uploads import Upload
 
 from care import photos as care
 from compliance.consent import Category
-from compliance.policy import Action, require
-from schema.consents import require_consent
+from compliance.policy import Action
 from schema.context import YiyangInfo
 from schema.ids import encode_id
-from schema.resident_access import ResidentNode
-from schema.uploads import DOWNLOAD_URL, resident_upload, uploader
+from schema.resident_access import (
+    ResidentNode,
+    recorder,
+    require_resident_access,
+    resident_to_change,
+)
+from schema.uploads import DOWNLOAD_URL, resident_upload
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
 
 DOWNLOAD_PATH = "/files/resident-photos/"
@@ -46,13 +50,9 @@ class ResidentPhotoType:
 async def resident_photo(root: ResidentNode, info: YiyangInfo) -> ResidentPhotoType | None:
     """The resident's photo (metadata; the image via downloadUrl); null when it has none, and null with an
     error of code GONE when the resident's personal data was erased."""
-    require(
-        info.context.principal,
-        Action.RESIDENT_PHOTO_VIEW,
-        institution=root.institution_id,
-        resident_id=root.pk,
+    await require_resident_access(
+        info, Action.RESIDENT_PHOTO_VIEW, root.institution_id, root.pk, (Category.PHOTOS,)
     )
-    await require_consent(info, Action.RESIDENT_PHOTO_VIEW, root.pk, Category.PHOTOS)
     row = await info.context.loaders.resident_photo.load(root.pk)
     return None if row is None else ResidentPhotoType.of(row, root.institution_id)
 
@@ -89,9 +89,7 @@ class ResidentPhotoMutations:
     async def remove_resident_photo(
         self, info: YiyangInfo, input: RemoveResidentPhotoInput
     ) -> RemoveResidentPhotoPayload:
-        from schema.residents import _resident_pk  # schema.residents imports this module
-
-        institution_id, pk = _resident_pk(info, input.resident_id, Action.RESIDENT_PHOTO_SET, "residentId")
+        institution_id, pk = await resident_to_change(info, input.resident_id, Action.RESIDENT_PHOTO_SET)
         removed = await care.remove_photo(pk)
         removed_id = (
             None if removed is None else strawberry.ID(encode_id("ResidentPhoto", institution_id, removed))
@@ -108,8 +106,8 @@ class ResidentPhotoMutations:
         upload = await resident_upload(info, input.resident_id, Action.RESIDENT_PHOTO_SET, input.file, cap)
         try:
             row = await care.set_photo(
-                upload.resident_pk, upload.file, uploaded_by=uploader(info), max_bytes=cap
+                upload.resident_pk, upload.file, uploaded_by=recorder(info), max_bytes=cap
             )
         except USER_ERROR_TYPES as error:
-            return SetResidentPhotoPayload(photo=None, user_errors=user_errors(error, info.context.locale))
+            return SetResidentPhotoPayload(photo=None, user_errors=user_errors(info, error))
         return SetResidentPhotoPayload(photo=ResidentPhotoType.of(row, upload.institution_id), user_errors=[])

@@ -11,11 +11,15 @@ import strawberry
 
 from care import preferences as care
 from compliance.consent import Category
-from compliance.policy import Action, require
-from schema.consents import require_consent
+from compliance.policy import Action
 from schema.context import YiyangInfo
 from schema.ids import encode_id
-from schema.resident_access import ResidentNode, recorder, resident_to_change
+from schema.resident_access import (
+    ResidentNode,
+    recorder,
+    require_resident_access,
+    resident_to_change,
+)
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
 
 DietKindEnum = strawberry.enum(care.DietKind, name="DietKind")
@@ -78,10 +82,9 @@ class ResidentPreferencesType:
 async def resident_preferences(root: ResidentNode, info: YiyangInfo) -> ResidentPreferencesType | None:
     """The resident's current preferences; null when none were recorded (null with an error of code GONE
     when the resident's personal data was erased)."""
-    require(
-        info.context.principal, Action.PREFERENCES_VIEW, institution=root.institution_id, resident_id=root.pk
+    await require_resident_access(
+        info, Action.PREFERENCES_VIEW, root.institution_id, root.pk, (Category.DAILY_CARE,)
     )
-    await require_consent(info, Action.PREFERENCES_VIEW, root.pk, Category.DAILY_CARE)
     found = await info.context.loaders.preferences.load(root.pk)
     return None if found is None else ResidentPreferencesType.of(found, root.institution_id)
 
@@ -139,13 +142,11 @@ class PreferencesMutations:
     async def set_resident_preferences(
         self, info: YiyangInfo, input: SetResidentPreferencesInput
     ) -> ResidentPreferencesPayload:
-        institution_id, pk = resident_to_change(info, input.resident_id, Action.PREFERENCES_EDIT)
+        institution_id, pk = await resident_to_change(info, input.resident_id, Action.PREFERENCES_EDIT)
         try:
             row = await care.set_preferences(pk, input.to_domain(), recorded_by=recorder(info))
         except USER_ERROR_TYPES as error:
-            return ResidentPreferencesPayload(
-                preferences=None, user_errors=user_errors(error, info.context.locale)
-            )
+            return ResidentPreferencesPayload(preferences=None, user_errors=user_errors(info, error))
         return ResidentPreferencesPayload(
             preferences=ResidentPreferencesType.of(row, institution_id), user_errors=[]
         )

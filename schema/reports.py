@@ -15,15 +15,18 @@ from strawberry.file_uploads import Upload
 from care import reports as care
 from care.residents import institution_today
 from compliance.consent import Category
-from compliance.policy import Action, require
-from schema.consents import require_consent
+from compliance.policy import Action
 from schema.context import YiyangInfo
-from schema.ids import decode_id, encode_id
+from schema.ids import encode_id
 from schema.pagination import Connection, page_request, paginate_loaded
-from schema.resident_access import ResidentNode
-from schema.uploads import DOWNLOAD_URL, resident_upload, uploader
+from schema.resident_access import (
+    ResidentNode,
+    part_to_change,
+    recorder,
+    require_resident_access,
+)
+from schema.uploads import DOWNLOAD_URL, resident_upload
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
-from tenants.errors import NotFound
 
 DOWNLOAD_PATH = "/files/checkup-reports/"
 _ID_BITS = 40  # report ids stay below 2**40
@@ -67,13 +70,9 @@ async def resident_checkup_reports(
 ) -> Connection[CheckupReportType] | None:
     """The resident's check-up reports, newest report date first (metadata; files via downloadUrl). Null,
     with an error of code GONE, when the resident's personal data was erased (the rest of a page reads)."""
-    require(
-        info.context.principal,
-        Action.CHECKUP_REPORT_VIEW,
-        institution=root.institution_id,
-        resident_id=root.pk,
+    await require_resident_access(
+        info, Action.CHECKUP_REPORT_VIEW, root.institution_id, root.pk, (Category.MEDICAL_HISTORY,)
     )
-    await require_consent(info, Action.CHECKUP_REPORT_VIEW, root.pk, Category.MEDICAL_HISTORY)
     page = page_request(first, after)
     reports = (await info.context.loaders.checkup_reports.load(root.pk)).require()
     nodes = [CheckupReportType.of(row, root.institution_id) for row in reports]
@@ -127,14 +126,12 @@ class CheckupReportMutations:
             row = await care.add_report(
                 upload.resident_pk,
                 new,
-                uploaded_by=uploader(info),
+                uploaded_by=recorder(info),
                 today=institution_today(),
                 max_bytes=info.context.max_upload_bytes,
             )
         except USER_ERROR_TYPES as error:
-            return UploadCheckupReportPayload(
-                report=None, user_errors=user_errors(error, info.context.locale)
-            )
+            return UploadCheckupReportPayload(report=None, user_errors=user_errors(info, error))
         return UploadCheckupReportPayload(
             report=CheckupReportType.of(row, upload.institution_id), user_errors=[]
         )
@@ -143,16 +140,8 @@ class CheckupReportMutations:
     async def remove_checkup_report(
         self, info: YiyangInfo, input: RemoveCheckupReportInput
     ) -> RemoveCheckupReportPayload:
-        institution_id, report_id = decode_id("CheckupReport", input.id, 2)
-        require(info.context.principal, Action.CHECKUP_REPORT_UPLOAD, institution=institution_id)
-        if info.context.require_tenant().institution_id != institution_id:
-            raise NotFound("Not found.")
-        resident_id = await care.resident_of_report(report_id)
-        require(
-            info.context.principal,
-            Action.CHECKUP_REPORT_UPLOAD,
-            institution=institution_id,
-            resident_id=resident_id,
+        _, resident_id, report_id = await part_to_change(
+            info, "CheckupReport", input.id, Action.CHECKUP_REPORT_UPLOAD, care.resident_of_report
         )
         await care.remove_report(resident_id, report_id)
         return RemoveCheckupReportPayload(removed_id=input.id, user_errors=[])

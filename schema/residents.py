@@ -18,6 +18,7 @@ from compliance.consent import Category
 from compliance.policy import Action, require, resident_scope
 from compliance.principals import PrincipalKind
 from schema import assessments as assessment_fields
+from schema import audit as audit_fields
 from schema import consents as consent_fields
 from schema import emergency_contacts as contact_fields
 from schema import family_log as family_log_fields
@@ -31,6 +32,14 @@ from schema.health_record import HealthRecordType, health_record_of
 from schema.ids import decode_id, encode_id
 from schema.institutions import InstitutionType
 from schema.pagination import Connection, connection, page_request, paginate_loaded
+from schema.resident_access import (
+    BY_POLICY,
+    audit_decision,
+    consent_refusals,
+    part_to_change,
+    require_resident_access,
+    resident_to_change,
+)
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
 from tenants.errors import Erased, Forbidden, NotFound
 
@@ -45,7 +54,7 @@ ERASED = "The personal data of this resident was erased."
 # Whose reads of a resident's identity the consent decision point governs: family accounts (consent
 # issue). Staff act under care delivery; integrators with residents:read are not asked yet (see the
 # consent notes: their identity reads would need consents recorded first).
-IDENTITY_BY_CONSENT = frozenset({PrincipalKind.FAMILY})
+IDENTITY_BY_CONSENT = frozenset({PrincipalKind.FAMILY, PrincipalKind.INTEGRATOR})
 IDENTITY = "Null, with an error of code GONE, when the resident's personal data was erased."
 
 
@@ -156,9 +165,10 @@ class ResidentType:
         self, info: YiyangInfo, first: int | None = None, after: str | None = None
     ) -> Connection[FamilyMemberType]:
         page = page_request(first, after)
-        principal = info.context.principal
-        if principal is not None and principal.kind in IDENTITY_BY_CONSENT:  # relatives' names and phones
-            await consent_fields.require_consent(info, Action.RESIDENT_VIEW, self.pk, Category.IDENTITY)
+        # Relatives' names and phones: identity data (under a consent for family accounts and integrators).
+        await require_resident_access(
+            info, Action.RESIDENT_VIEW, self.institution_id, self.pk, (Category.IDENTITY,)
+        )
         members = await info.context.loaders.family_members.load(self.pk)
         nodes = [FamilyMemberType.from_model(m, self.institution_id) for m in members]
         return paginate_loaded(nodes, page, key=lambda node: node.pk)
@@ -199,6 +209,8 @@ class ResidentType:
     latest_services = strawberry.field(resolver=timeline_fields.resident_latest_services)
     # Consent records (current versions): schema/consents.py.
     consents = strawberry.field(resolver=consent_fields.resident_consents)
+    # Who accessed the resident's data (the audit log): schema/audit.py.
+    access_report = strawberry.field(resolver=audit_fields.resident_access_report)
 
 
 @strawberry.input
@@ -317,24 +329,9 @@ class RemoveFamilyMemberPayload:
 async def _family_member_to_change(info: YiyangInfo, member_id: str) -> tuple[int, int, int]:
     """(institution id, resident pk, member pk) of a family member of the acting institution the caller
     may edit; NOT_FOUND for another institution's, FORBIDDEN for a role that may not edit."""
-    institution_id, pk = decode_id("FamilyMember", member_id, 2)
-    require(info.context.principal, Action.FAMILY_MEMBER_EDIT, institution=institution_id)
-    if info.context.require_tenant().institution_id != institution_id:
-        raise NotFound("Not found.")
-    resident_id = await care.resident_of_family_member(pk)
-    require(
-        info.context.principal, Action.FAMILY_MEMBER_EDIT, institution=institution_id, resident_id=resident_id
+    return await part_to_change(
+        info, "FamilyMember", member_id, Action.FAMILY_MEMBER_EDIT, care.resident_of_family_member
     )
-    return institution_id, resident_id, pk
-
-
-def _resident_pk(info: YiyangInfo, resident_id: str, action: Action, field: str = "id") -> tuple[int, int]:
-    """(institution id, primary key) of a resident id the caller may act on, else NOT_FOUND/FORBIDDEN."""
-    institution_id, pk = decode_id("Resident", resident_id, 2, field=field)
-    require(info.context.principal, action, institution=institution_id, resident_id=pk)
-    if info.context.require_tenant().institution_id != institution_id:
-        raise NotFound("Not found.")
-    return institution_id, pk
 
 
 async def _resident_change(
@@ -343,7 +340,7 @@ async def _resident_change(
     try:
         row = await change()
     except USER_ERROR_TYPES as error:
-        return ResidentPayload(resident=None, user_errors=user_errors(error, info.context.locale))
+        return ResidentPayload(resident=None, user_errors=user_errors(info, error))
     return ResidentPayload(resident=ResidentType.from_model(row, institution_id), user_errors=[])
 
 
@@ -380,7 +377,7 @@ class ResidentQueries:
         rows = await care.list_residents(criteria, after_id=page.after_key, limit=page.size + 1)
         today = care.institution_today()
         # The page's residents only (one more row was read to tell whether a next page exists).
-        refusals = await consent_fields.consent_refusals(
+        refusals = await consent_refusals(
             info,
             Action.RESIDENT_VIEW,
             (row.id for row in rows[: page.size]),
@@ -397,9 +394,12 @@ class ResidentQueries:
 
     @strawberry.field
     async def resident(self, info: YiyangInfo, id: strawberry.ID) -> ResidentType:
-        institution_id, pk = _resident_pk(info, id, Action.RESIDENT_VIEW)
+        institution_id, pk = decode_id("Resident", id, 2)
+        require(info.context.principal, Action.RESIDENT_VIEW, institution=institution_id, resident_id=pk)
+        if info.context.require_tenant().institution_id != institution_id:
+            raise NotFound("Not found.")
         row = await care.get_resident(pk)
-        refusals = await consent_fields.consent_refusals(
+        refusals = await consent_refusals(
             info, Action.RESIDENT_VIEW, [pk], Category.IDENTITY, kinds=IDENTITY_BY_CONSENT
         )
         return ResidentType.from_model(row, institution_id, refused=refusals.get(pk))
@@ -421,11 +421,18 @@ class ResidentMutations:
             id_card_number=input.id_card_number,
             phone=input.phone,
         )
-        return await _resident_change(info, tenant.institution_id, lambda: care.admit_resident(admission))
+
+        async def admit() -> care.ResidentRecord:
+            row = await care.admit_resident(admission)
+            # No consent can exist before the resident does: the policy alone decides, still recorded.
+            audit_decision(info, Action.RESIDENT_ADMIT, row.id, (Category.IDENTITY,), None, BY_POLICY)
+            return row
+
+        return await _resident_change(info, tenant.institution_id, admit)
 
     @strawberry.mutation
     async def update_resident(self, info: YiyangInfo, input: UpdateResidentInput) -> ResidentPayload:
-        institution_id, pk = _resident_pk(info, input.id, Action.RESIDENT_UPDATE)
+        institution_id, pk = await resident_to_change(info, input.id, Action.RESIDENT_UPDATE, field="id")
         changes = care.ResidentChanges(
             name=input.name,
             gender=input.gender,
@@ -440,7 +447,7 @@ class ResidentMutations:
 
     @strawberry.mutation
     async def discharge_resident(self, info: YiyangInfo, input: DischargeResidentInput) -> ResidentPayload:
-        institution_id, pk = _resident_pk(info, input.id, Action.RESIDENT_DISCHARGE)
+        institution_id, pk = await resident_to_change(info, input.id, Action.RESIDENT_DISCHARGE, field="id")
         discharge = care.Discharge(discharged_on=input.discharged_on, reason=input.reason, note=input.note)
         return await _resident_change(info, institution_id, lambda: care.discharge_resident(pk, discharge))
 
@@ -448,9 +455,7 @@ class ResidentMutations:
     async def add_family_member(
         self, info: YiyangInfo, input: AddFamilyMemberInput
     ) -> AddFamilyMemberPayload:
-        institution_id, pk = _resident_pk(
-            info, input.resident_id, Action.FAMILY_MEMBER_ADD, field="residentId"
-        )
+        institution_id, pk = await resident_to_change(info, input.resident_id, Action.FAMILY_MEMBER_ADD)
         member = care.NewFamilyMember(
             name=input.name,
             relationship=input.relationship,
@@ -461,7 +466,7 @@ class ResidentMutations:
             row = await care.add_family_member(pk, member)
         except USER_ERROR_TYPES as error:
             return AddFamilyMemberPayload(
-                family_member=None, resident=None, user_errors=user_errors(error, info.context.locale)
+                family_member=None, resident=None, user_errors=user_errors(info, error)
             )
         resident = await care.get_resident(pk)
         return AddFamilyMemberPayload(
@@ -487,9 +492,7 @@ class ResidentMutations:
         try:
             row = await care.update_family_member(resident_id, member_id, changes)
         except USER_ERROR_TYPES as error:
-            return FamilyMemberPayload(
-                family_member=None, user_errors=user_errors(error, info.context.locale)
-            )
+            return FamilyMemberPayload(family_member=None, user_errors=user_errors(info, error))
         return FamilyMemberPayload(
             family_member=FamilyMemberType.from_model(row, institution_id), user_errors=[]
         )

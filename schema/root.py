@@ -9,6 +9,7 @@ from strawberry.extensions.query_depth_limiter import create_validator as depth_
 from strawberry.types import ExecutionContext
 
 from schema.assessments import AssessmentMutations, AssessmentQueries
+from schema.audit import AuditQueries
 from schema.consents import ConsentMutations
 from schema.data_requests import DataRequestMutations
 from schema.document_limits import DocumentLimits, DocumentLimitsAndCache
@@ -42,7 +43,7 @@ class RequestDocumentLimits(DocumentLimitsAndCache):
 
 
 @strawberry.type
-class Query(InstitutionQueries, ResidentQueries, IdentityQueries, AssessmentQueries):
+class Query(InstitutionQueries, ResidentQueries, IdentityQueries, AssessmentQueries, AuditQueries):
     pass
 
 

@@ -22,11 +22,10 @@ import strawberry
 from care import timeline as domain
 from compliance.consent import Category
 from compliance.policy import Action, require
-from schema.consents import require_consent
 from schema.context import YiyangInfo
 from schema.ids import decode_id, encode_id
 from schema.pagination import Connection, Edge, PageInfo, page_request
-from schema.resident_access import ResidentNode
+from schema.resident_access import ResidentNode, require_resident_access, resident_to_change
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
 from tenants.errors import InvalidInput, NotFound
 
@@ -251,13 +250,9 @@ async def resident_timeline(
     """What happened to the resident, newest first: care, meals, activities, visitors, outings and daily
     observations; `from` inclusive, `to` exclusive, `kinds` all when left out. Null, with an error of code
     GONE, when the resident's personal data was erased."""
-    require(
-        info.context.principal,
-        Action.SERVICE_RECORD_VIEW,
-        institution=root.institution_id,
-        resident_id=root.pk,
+    await require_resident_access(
+        info, Action.SERVICE_RECORD_VIEW, root.institution_id, root.pk, (Category.DAILY_CARE,)
     )
-    await require_consent(info, Action.SERVICE_RECORD_VIEW, root.pk, Category.DAILY_CARE)
     size = page_request(first, None).size
     position = None if after is None else decode_position(after)
     criteria = domain.TimelineFilter(kinds=_kinds(kinds), start=from_, end=to)
@@ -285,13 +280,9 @@ async def resident_latest_services(
     """The latest `first` records (at most 50), newest first: for a dashboard of many residents, loaded
     for all of them in one query. Null, with an error of code GONE, for an erased resident (the rest of the
     page still reads). (`first`, as on connections, so that the rate limit charges the list its size.)"""
-    require(
-        info.context.principal,
-        Action.SERVICE_RECORD_VIEW,
-        institution=root.institution_id,
-        resident_id=root.pk,
+    await require_resident_access(
+        info, Action.SERVICE_RECORD_VIEW, root.institution_id, root.pk, (Category.DAILY_CARE,)
     )
-    await require_consent(info, Action.SERVICE_RECORD_VIEW, root.pk, Category.DAILY_CARE)
     if not 0 <= first <= domain.MAX_LATEST:
         raise InvalidInput("first must be between 0 and {max}.", field="first", max=domain.MAX_LATEST)
     if first == 0:
@@ -462,9 +453,7 @@ async def _record_to_change(info: YiyangInfo, record_id: str) -> tuple[int, int]
     if info.context.require_tenant().institution_id != institution_id:
         raise NotFound("Not found.")
     stored = await domain.stored_record(pk)
-    require(
-        principal, ACTION_OF_KIND[stored.kind], institution=institution_id, resident_id=stored.resident_id
-    )
+    await require_resident_access(info, ACTION_OF_KIND[stored.kind], institution_id, stored.resident_id)
     return institution_id, pk
 
 
@@ -475,20 +464,16 @@ class TimelineMutations:
         "visitor, an outing or the daily observation."
     )
     async def record_service(self, info: YiyangInfo, input: RecordServiceInput) -> RecordServicePayload:
-        from schema.residents import _resident_pk  # schema.residents imports this module
-
         details = input.details.to_domain()
         action = ACTION_OF_KIND[domain.kind_of(details)]
-        institution_id, pk = _resident_pk(info, input.resident_id, action, field="residentId")
+        institution_id, pk = await resident_to_change(info, input.resident_id, action)
         principal = info.context.principal
         assert principal is not None  # require() passed
         new = domain.NewServiceRecord(details, input.occurred_at)
         try:
             record = await domain.record_service(pk, new, recorded_by=principal.subject)
         except USER_ERROR_TYPES as error:
-            return RecordServicePayload(
-                service_record=None, user_errors=user_errors(error, info.context.locale)
-            )
+            return RecordServicePayload(service_record=None, user_errors=user_errors(info, error))
         return RecordServicePayload(service_record=record_node(record, institution_id), user_errors=[])
 
     @strawberry.mutation(
@@ -504,9 +489,7 @@ class TimelineMutations:
         try:
             await domain.remove_service_record(record_id, by=principal.subject)
         except USER_ERROR_TYPES as error:
-            return RemoveServiceRecordPayload(
-                removed_id=None, user_errors=user_errors(error, info.context.locale)
-            )
+            return RemoveServiceRecordPayload(removed_id=None, user_errors=user_errors(info, error))
         return RemoveServiceRecordPayload(removed_id=input.id, user_errors=[])
 
     @strawberry.mutation(
@@ -520,7 +503,5 @@ class TimelineMutations:
         try:
             record = await domain.end_service_record(record_id, input.ended_at)
         except USER_ERROR_TYPES as error:
-            return RecordServicePayload(
-                service_record=None, user_errors=user_errors(error, info.context.locale)
-            )
+            return RecordServicePayload(service_record=None, user_errors=user_errors(info, error))
         return RecordServicePayload(service_record=record_node(record, institution_id), user_errors=[])

@@ -10,6 +10,7 @@ from starlette.datastructures import UploadFile
 from care.uploads import UploadedFile
 from compliance.policy import Action
 from schema.context import YiyangInfo
+from schema.resident_access import resident_to_change
 
 _READ_CHUNK = 64 * 1024
 # What a `downloadUrl` field says (api/files.py serves the path).
@@ -36,12 +37,6 @@ async def read_upload(file: object, max_bytes: int) -> UploadedFile | None:
     return UploadedFile(b"".join(chunks), file.content_type, exceeded=size > max_bytes)
 
 
-def uploader(info: YiyangInfo) -> str:
-    """Who uploads: the principal's subject (an account or client id, never a name)."""
-    principal = info.context.principal
-    return principal.subject if principal is not None else "-"
-
-
 @dataclass(frozen=True, slots=True)
 class ResidentUpload:
     """A file uploaded for a resident: whose (institution, primary key), and the file as read."""
@@ -56,7 +51,5 @@ async def resident_upload(
 ) -> ResidentUpload:
     """The resident a file is uploaded for, asked of the policy (`action`; NOT_FOUND for another
     institution's) before a byte of the file is read; then at most `max_bytes + 1` of them."""
-    from schema.residents import _resident_pk  # schema.residents imports the modules that import this
-
-    institution_id, pk = _resident_pk(info, resident_id, action, "residentId")
+    institution_id, pk = await resident_to_change(info, resident_id, action)
     return ResidentUpload(institution_id, pk, await read_upload(file, max_bytes))

@@ -4,7 +4,9 @@ from enum import Enum
 
 import strawberry
 
+from schema.context import YiyangInfo
 from schema.i18n import translate
+from schema.resident_access import operation_field
 from tenants.errors import Conflict, DomainError, InvalidInput, ValidationFailed
 
 
@@ -24,8 +26,12 @@ class UserError:
 USER_ERROR_TYPES = (InvalidInput, Conflict)
 
 
-def user_errors(error: DomainError, locale: str) -> list[UserError]:
+def user_errors(info: YiyangInfo, error: DomainError) -> list[UserError]:
+    """The problems of `error`, in the caller's language. The mutation did nothing: its permitted
+    decisions go on the audit trail as failed, with the problem's code."""
     problems = error.problems if isinstance(error, ValidationFailed) else [error]
+    info.context.audit.fail(operation_field(info), problems[0].code.lower() if problems else "invalid")
+    locale = info.context.locale
     return [
         UserError(
             field=problem.field,

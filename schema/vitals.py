@@ -12,13 +12,12 @@ import strawberry
 
 from care import vitals as care
 from compliance.consent import Category
-from compliance.policy import Action, require
+from compliance.policy import Action
 from compliance.principals import Principal, PrincipalKind
-from schema.consents import require_consent
 from schema.context import YiyangInfo
 from schema.ids import encode_id
 from schema.pagination import Connection, connection, page_request
-from schema.resident_access import ResidentNode
+from schema.resident_access import ResidentNode, require_resident_access, resident_to_change
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
 
 VitalMeasure = strawberry.enum(care.Measure, name="VitalMeasure")
@@ -171,8 +170,7 @@ async def resident_vitals(
     after: str | None = None,
 ) -> Connection[VitalReadingType]:
     """The resident's vital signs, newest first; `from` inclusive, `to` exclusive."""
-    require(info.context.principal, Action.VITALS_VIEW, institution=root.institution_id, resident_id=root.pk)
-    await require_consent(info, Action.VITALS_VIEW, root.pk, Category.VITALS)
+    await require_resident_access(info, Action.VITALS_VIEW, root.institution_id, root.pk, (Category.VITALS,))
     page = page_request(first, after)
     criteria = care.ReadingFilter(measure=measure, start=from_, end=to)
     rows = await care.list_readings(root.pk, criteria, after_id=page.after_key, limit=page.size + 1)
@@ -187,8 +185,7 @@ async def resident_vitals(
 
 async def resident_latest_vitals(root: ResidentNode, info: YiyangInfo) -> list[VitalReadingType]:
     """The latest reading of each measure taken (a page of residents: one query for all of them)."""
-    require(info.context.principal, Action.VITALS_VIEW, institution=root.institution_id, resident_id=root.pk)
-    await require_consent(info, Action.VITALS_VIEW, root.pk, Category.VITALS)
+    await require_resident_access(info, Action.VITALS_VIEW, root.institution_id, root.pk, (Category.VITALS,))
     latest = await info.context.loaders.latest_vitals.load(root.pk)
     return [
         VitalReadingType.from_reading(latest[m], root.institution_id) for m in care.Measure if m in latest
@@ -206,8 +203,7 @@ async def resident_vital_series(
 ) -> VitalSeriesType:
     """Readings of one measure in [from, to) for a chart (default: the last 30 days), at most maxPoints
     points (default 200, at most 1000): beyond that, time buckets with count, min, mean and max."""
-    require(info.context.principal, Action.VITALS_VIEW, institution=root.institution_id, resident_id=root.pk)
-    await require_consent(info, Action.VITALS_VIEW, root.pk, Category.VITALS)
+    await require_resident_access(info, Action.VITALS_VIEW, root.institution_id, root.pk, (Category.VITALS,))
     found = await care.series(root.pk, measure, start=from_, end=to, max_points=max_points, context=context)
     return VitalSeriesType.from_series(found)
 
@@ -254,12 +250,6 @@ class SetVitalRangePayload:
     user_errors: list[UserError]
 
 
-def _resident(info: YiyangInfo, resident_id: str, action: Action) -> int:
-    from schema.residents import _resident_pk  # schema.residents imports this module
-
-    return _resident_pk(info, resident_id, action, field="residentId")[1]
-
-
 def _recorder(principal: Principal | None) -> care.Recorder:
     assert principal is not None  # require() passed
     if principal.kind is PrincipalKind.INTEGRATOR:
@@ -277,8 +267,7 @@ class VitalMutations:
     async def record_vital_sign(
         self, info: YiyangInfo, input: RecordVitalSignInput
     ) -> RecordVitalSignPayload:
-        pk = _resident(info, input.resident_id, Action.VITALS_RECORD)
-        await require_consent(info, Action.VITALS_RECORD, pk, Category.VITALS)
+        _, pk = await resident_to_change(info, input.resident_id, Action.VITALS_RECORD)
         tenant = info.context.require_tenant()
         new = care.NewReading(
             measure=input.measure,
@@ -291,14 +280,14 @@ class VitalMutations:
         try:
             reading = await care.record_reading(pk, new, _recorder(info.context.principal))
         except USER_ERROR_TYPES as error:
-            return RecordVitalSignPayload(reading=None, user_errors=user_errors(error, info.context.locale))
+            return RecordVitalSignPayload(reading=None, user_errors=user_errors(info, error))
         return RecordVitalSignPayload(
             reading=VitalReadingType.from_reading(reading, tenant.institution_id), user_errors=[]
         )
 
     @strawberry.mutation(description="Set a resident's own normal range of a measure (head nurses, doctors).")
     async def set_vital_range(self, info: YiyangInfo, input: SetVitalRangeInput) -> SetVitalRangePayload:
-        pk = _resident(info, input.resident_id, Action.VITAL_RANGES_SET)
+        _, pk = await resident_to_change(info, input.resident_id, Action.VITAL_RANGES_SET)
         principal = info.context.principal
         assert principal is not None
         new = care.NewRange(
@@ -312,5 +301,5 @@ class VitalMutations:
         try:
             normal = await care.set_range(pk, new, principal.subject)
         except USER_ERROR_TYPES as error:
-            return SetVitalRangePayload(range=None, user_errors=user_errors(error, info.context.locale))
+            return SetVitalRangePayload(range=None, user_errors=user_errors(info, error))
         return SetVitalRangePayload(range=VitalRangeType.from_range(normal, input.measure), user_errors=[])

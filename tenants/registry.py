@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tenants.context import TenantRef
-from tenants.db import default_connection
+from tenants.db import owner_connection
 from tenants.errors import InvalidInput, NotFound, ValidationFailed
 from tenants.migrate import create_tenant_schema, tenant_migrations
 from tenants.models import Chain, Institution, InstitutionStatus, Region
@@ -55,7 +55,8 @@ async def provision_institution(spec: NewInstitution) -> Institution:
         raise ValidationFailed(problems)
     assert region is not None
     schema_name = new_schema_name()
-    async with default_connection().acquire_connection() as conn, conn.transaction():
+    # The owner's connection: the application's role may not create schemas (docs/security.md).
+    async with owner_connection() as conn, conn.transaction():
         institution_id = await conn.fetchval(
             f"""INSERT INTO {SHARED_SCHEMA}.institution
                     (name, region_id, chain_id, schema_name, time_zone, currency, bed_capacity)

@@ -22,6 +22,7 @@ from api.settings import DEFAULT_ISSUER, REPO_ROOT, Settings
 from compliance.identity.access_tokens import AccessTokenClaims, encode_access_token
 from compliance.identity.keys import ActiveKey, signing_key
 from compliance.principals import Principal, PrincipalKind, StaffRole
+from tenants.db import APP_DATABASE_URL_VARIABLE
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -32,6 +33,10 @@ WORLD_INSTITUTIONS = 20
 WORLD_REGIONS = (("test-east", "华东测试区"), ("test-west", "西部测试区"))
 WORLD_CHAINS = ("测试连锁", "另一连锁")
 RESIDENTS_PER_INSTITUTION = 6
+
+# The pool of every test logs in as `yiyang_app` on the test run's scratch database (DATABASE_URL with the
+# user replaced, tenants/db.py `app_database_url`): a deployment's application URL names another database.
+os.environ.pop(APP_DATABASE_URL_VARIABLE, None)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ No health data: an event names the categories of data touched, never their value
 """
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -193,20 +193,44 @@ def _column_value(value: object) -> object:
 
 class AuditTrail:
     """The events of one request, written together when its unit of work ends (api/graphql.py): one
-    INSERT per request instead of three statements per event, and the tenant's append lock held once."""
+    INSERT per request instead of three statements per event, and the tenant's append lock held once.
+
+    Each event may name the operation field (a root field of the GraphQL operation) it was decided in:
+    when that field's work does not happen after all (user errors, a refusal or a fault after the
+    decision), its permitted events are recorded as failed instead (`fail`)."""
 
     def __init__(self) -> None:
         self._events: list[AuditEvent] = []
+        self._fields: list[str | None] = []
 
-    def add(self, event: AuditEvent) -> None:
+    def add(self, event: AuditEvent, *, field: str | None = None) -> None:
         self._events.append(event)
+        self._fields.append(field)
 
     def __len__(self) -> int:
         return len(self._events)
 
+    def __iter__(self) -> Iterator[AuditEvent]:
+        return iter(self._events)
+
+    def fail(self, field: str, reason_code: str) -> None:
+        """The work of operation field `field` did not happen: its permitted events become failed."""
+        for index, (event, named) in enumerate(zip(self._events, self._fields, strict=True)):
+            if named == field and event.outcome is Outcome.PERMITTED:
+                self._events[index] = replace(event, outcome=Outcome.FAILED, reason_code=reason_code)
+
+    def fail_all(self, reason_code: str) -> None:
+        """Nothing of the request happened (its unit of work rolled back)."""
+        self._events = [
+            replace(event, outcome=Outcome.FAILED, reason_code=reason_code)
+            if event.outcome is Outcome.PERMITTED
+            else event
+            for event in self._events
+        ]
+
     async def flush(self) -> list[RecordedEvent]:
         """Write the events gathered so far (in the open unit of work) and start afresh."""
-        events, self._events = self._events, []
+        events, self._events, self._fields = self._events, [], []
         return await record_events(events)
 
 

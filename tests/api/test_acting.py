@@ -48,9 +48,15 @@ async def test_a_chain_bound_integrator_names_an_institution_of_its_chain(
         )
     )
     for institution in (first, same_chain):
-        answered = await post(client, reader, institution)
-        names = [e["node"]["name"] for e in answered.json()["data"]["residents"]["edges"]]
-        assert names == world.resident_names[institution]
+        # It acts there: the residents are listed; their names only under a consent naming its client
+        # (none was recorded here: tests/api/test_consents_graphql.py has the consented case).
+        answered = (await post(client, reader, institution)).json()
+        edges = answered["data"]["residents"]["edges"]
+        assert len(edges) == len(world.resident_names[institution])
+        assert {(e["extensions"]["code"], e["extensions"]["reason"]) for e in answered["errors"]} == {
+            ("FORBIDDEN", "CONSENT_REQUIRED")
+        }
+        assert len(answered["errors"]) == len(edges)
     unnamed = await post(client, reader)
     assert codes(unnamed) == ["BAD_USER_INPUT"]
     assert "Yiyang-Institution" in unnamed.json()["errors"][0]["message"]

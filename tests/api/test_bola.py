@@ -220,6 +220,11 @@ PROBES: dict[tuple[str, str, str], tuple[str, str]] = {
         "Consent",
         'mutation($id: ID!) { withdrawConsent(input: {id: $id, reason: "篡改"}) { consent { id } } }',
     ),
+    # The audit log (schema/audit.py).
+    ("query", "auditEvents", "filter.residentId"): (
+        "Resident",
+        "query($id: ID!) { auditEvents(filter: {residentId: $id}) { edges { node { action } } } }",
+    ),
 }
 
 

@@ -60,13 +60,23 @@ async def test_export_and_erasure_by_the_admin_only(client: httpx.AsyncClient, w
     gone = await gql(client, EXPORT, {"id": resident}, token=admin)
     assert [e["extensions"]["code"] for e in gone["errors"]] == ["GONE"]
 
-    # Both requests are on the audit log, and the chain still verifies after the erasure.
-    async def audited() -> list[str]:
+    # Every request is on the audit log with what came of it, and the chain still verifies after the
+    # erasure.
+    async def audited() -> list[tuple[str, str, str | None]]:
         _, rows = await default_connection().execute_query(
-            "SELECT action FROM audit_event WHERE action LIKE 'data_subject.%' ORDER BY seq"
+            "SELECT action, outcome, reason_code FROM audit_event WHERE action LIKE 'data_subject.%' "
+            "ORDER BY seq"
         )
-        return [row["action"] for row in rows]
+        return [(row["action"], row["outcome"], row["reason_code"]) for row in rows]
 
-    assert await run_in_tenant(tenant_ref(home), audited) == ["data_subject.export", "data_subject.erase"]
+    assert await run_in_tenant(tenant_ref(home), audited) == [
+        ("data_subject.export", "denied", "forbidden"),  # the nurse
+        ("data_subject.export", "permitted", None),
+        ("data_subject.erase", "failed", "bad_user_input"),  # the reference held a name
+        ("data_subject.erase", "denied", "forbidden"),  # the nurse
+        ("data_subject.erase", "permitted", None),
+        ("data_subject.erase", "failed", "conflict"),  # erased already
+        ("data_subject.export", "failed", "gone"),
+    ]
     (report,) = await verify_tenants([tenant_ref(home)])
     assert report.intact, report

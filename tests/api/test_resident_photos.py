@@ -175,7 +175,7 @@ async def test_access_is_refused_by_role_institution_and_token(
         token = staff(homes.home, role)
         assert codes((await upload(client, token, resident, JPEG, "image/jpeg")).json()) == ["FORBIDDEN"]
         assert codes(await gql(client, REMOVE, {"id": resident}, token=token)) == ["FORBIDDEN"]
-    # Family accounts (until consent allows it) and integrators see no photo, nor download it.
+    # Family accounts and integrators without a consent see no photo, nor download it.
     family = Principal(
         "account:870102",
         PrincipalKind.FAMILY,
@@ -193,7 +193,8 @@ async def test_access_is_refused_by_role_institution_and_token(
         )
     )
     shown = await gql(client, PHOTO, {"id": resident}, token=integrator)
-    assert shown["data"]["resident"]["photo"] is None and codes(shown) == ["FORBIDDEN"]
+    # Neither the photo nor the name (identity): no consent names the integrator's client.
+    assert shown["data"]["resident"]["photo"] is None and codes(shown) == ["FORBIDDEN", "FORBIDDEN"]
     refused = await client.get(url, headers=bearer(integrator))
     assert refused.status_code == 403 and refused.json()["error"] == "forbidden"
 

@@ -6,7 +6,7 @@ from typing import Any, TypeVar
 
 from compliance.audit import AuditEvent, Outcome, RecordedEvent, record_event
 from tenants.context import TenantRef
-from tenants.db import default_connection
+from tenants.db import default_connection, owner_connection
 from tenants.registry import NewInstitution, provision_institution, tenant_ref
 from tenants.unit_of_work import run_in_tenant
 
@@ -58,15 +58,14 @@ async def rows(tenant: TenantRef) -> list[dict[str, Any]]:
 
 async def tamper(tenant: TenantRef, *statements: str, parameters: list[object] | None = None) -> None:
     """Statements run as the database superuser with the append-only trigger bypassed (what someone with
-    the server's superuser can do), in the tenant's schema."""
-    from tortoise.transactions import in_transaction
-
-    async with in_transaction("default") as connection:
-        await connection.execute_script(
+    the server's superuser can do), in the tenant's schema: on the owner's connection, since the
+    application's role can do neither."""
+    async with owner_connection() as connection, connection.transaction():
+        await connection.execute(
             f'SET LOCAL session_replication_role = replica; SET LOCAL search_path TO "{tenant.schema_name}"'
         )
         for statement in statements:
-            await connection.execute_query(statement, parameters or [])
+            await connection.execute(statement, *(parameters or []))
 
 
 TODAY = date(2026, 12, 1)

@@ -275,7 +275,8 @@ def test_every_resident_action_has_a_category() -> None:
         action
         for action, grant in PERMISSIONS.items()
         if grant.level is Level.RESIDENT
-        # Consents, the audit trail and data-subject requests (export, erasure) span every category.
-        and not action.value.startswith(("consent.", "audit.", "data_subject."))
+        # Consents, the audit trail, access reports and data-subject requests (export, erasure) span every
+        # category.
+        and not action.value.startswith(("consent.", "audit.", "access_report.", "data_subject."))
     }
     assert {a for a in resident_actions if consent.category_of(a) is None} == set()

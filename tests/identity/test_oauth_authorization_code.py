@@ -497,9 +497,10 @@ async def test_the_audit_is_append_only_and_holds_no_secrets(
     text = repr(rows)
     for secret in (PASSWORD, account.login, str(tokens["access_token"]), str(tokens["refresh_token"])):
         assert secret not in text
-    with pytest.raises(Exception, match="append-only"):
+    # The application's role lacks the privilege; the trigger refuses the same to the owner.
+    with pytest.raises(Exception, match=r"append-only|permission denied"):
         await AuthEvent.filter(account_id=account.id).update(reason="x")
-    with pytest.raises(Exception, match="append-only"):
+    with pytest.raises(Exception, match=r"append-only|permission denied"):
         await AuthEvent.filter(account_id=account.id).delete()
 
 

@@ -21,10 +21,10 @@ from compliance.identity.clients import (
     create_integrator_client,
     revoke_client,
 )
-from compliance.principals import PrincipalKind
+from compliance.principals import PrincipalKind, StaffRole
 from tenants.errors import InvalidInput, NotFound
 from tenants.models import Chain, Institution, InstitutionStatus
-from tests.conftest import LiveServer, World
+from tests.conftest import LiveServer, World, gql, staff_token
 
 TOKEN = "/oauth/token"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -253,6 +253,24 @@ async def test_get_is_refused(client: httpx.AsyncClient, integrator: CreatedClie
     assert response.headers["allow"] == "POST"
 
 
+RECORD_CONSENT = """mutation($input: RecordConsentInput!) {
+  recordConsent(input: $input) { consent { id } userErrors { field code message } }
+}"""
+
+
+def identity_consent(resident_id: str, client_id: str) -> dict[str, object]:
+    return {
+        "residentId": resident_id,
+        "grantor": {"kind": "RESIDENT", "authority": "SELF"},
+        "grantee": {"kind": "INTEGRATOR", "clientId": client_id},
+        "purposes": ["THIRD_PARTY_INTEGRATION"],
+        "categories": ["IDENTITY"],
+        "noticeVersion": "v1",
+        "noticeSha256": "ab" * 32,
+        "method": "PAPER_SIGNATURE_SCANNED",
+    }
+
+
 async def test_a_chain_bound_client_gets_a_chain_token(
     client: httpx.AsyncClient, settings: Settings, world: World
 ) -> None:
@@ -265,13 +283,26 @@ async def test_a_chain_bound_client_gets_a_chain_token(
     assert claims.chain_id == chain.id and claims.institution_id is None
 
 
-async def test_authlib_client_against_the_live_server(live_server: LiveServer, world: World) -> None:
+async def test_authlib_client_against_the_live_server(
+    live_server: LiveServer, world: World, client: httpx.AsyncClient
+) -> None:
+    institution = world.institution_ids[5]
     created = await create_integrator_client(
         "authlib 端到端",
         scopes=["residents:read", "vitals:write"],
         created_by="account:1",
-        institution_id=world.institution_ids[5],
+        institution_id=institution,
     )
+    # The first resident's guardian consented to identity for this client; the others did not.
+    listed = await gql(
+        client, "{ residents(first: 1) { edges { node { id } } } }", token=world.token(institution)
+    )
+    first_resident = listed["data"]["residents"]["edges"][0]["node"]["id"]
+    admin = staff_token(institution, StaffRole.INSTITUTION_ADMIN)
+    consented = await gql(
+        client, RECORD_CONSENT, {"input": identity_consent(first_resident, created.client_id)}, token=admin
+    )
+    assert consented["data"]["recordConsent"]["userErrors"] == [], consented
     residents = "{ residents(first: 10) { totalCount edges { node { name } } } }"
     async with AsyncOAuth2Client(
         client_id=created.client_id,
@@ -292,8 +323,10 @@ async def test_authlib_client_against_the_live_server(live_server: LiveServer, w
         await reader.fetch_token(f"{live_server.base_url}{TOKEN}", grant_type="client_credentials")
         answer = (await reader.post(f"{live_server.base_url}/graphql", json={"query": residents})).json()
     names = [edge["node"]["name"] for edge in answer["data"]["residents"]["edges"]]
-    seeded = world.resident_names[world.institution_ids[5]]
-    assert names[: len(seeded)] == seeded  # other tests may have admitted more since
+    seeded = world.resident_names[institution]
+    assert names[0] == seeded[0] and set(names[1:]) == {None}
+    refusals = [(e["path"][-1], e["extensions"].get("reason")) for e in answer["errors"]]
+    assert refusals == [("name", "CONSENT_REQUIRED")] * (len(names) - 1)
 
     # Verify with nothing but the published keys (another API process may take up to 5 s to list a key
     # that its sibling created a moment ago).
