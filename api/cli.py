@@ -294,6 +294,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from bench.audit import main as bench_audit
 
         return bench_audit(args.rest)
+    if args.suite == "decisions":
+        from bench.decisions import main as bench_decisions
+
+        return bench_decisions(args.rest)
     if args.suite == "page":
         from bench.page import main as bench_page
 
@@ -404,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.set_defaults(handler=_cmd_audit)
 
     bench = commands.add_parser("bench", help="benchmarks; `yiyang bench tenancy --help`")
-    bench.add_argument("suite", choices=["tenancy", "search", "page", "audit"])
+    bench.add_argument("suite", choices=["tenancy", "search", "page", "decisions", "audit"])
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(handler=_cmd_bench)
     return parser

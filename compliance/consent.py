@@ -262,6 +262,7 @@ _CATEGORY_OF: dict[Action, Category] = {
     Action.RESIDENT_ADMIT: Category.IDENTITY,
     Action.RESIDENT_UPDATE: Category.IDENTITY,
     Action.RESIDENT_DISCHARGE: Category.IDENTITY,
+    Action.FAMILY_MEMBER_VIEW: Category.IDENTITY,
     Action.FAMILY_MEMBER_ADD: Category.IDENTITY,
     Action.FAMILY_MEMBER_EDIT: Category.IDENTITY,
     Action.HEALTH_RECORD_VIEW: Category.MEDICAL_HISTORY,
@@ -406,6 +407,15 @@ async def decide(
     )
 
 
+def purpose_of(
+    principal: Principal | None, categories: Sequence[Category], given: Purpose | None
+) -> Purpose | None:
+    """The purpose a decision is recorded under: the one given, else the principal's usual one."""
+    if given is not None or principal is None or not categories:
+        return given
+    return default_purpose(principal, categories[0])
+
+
 def decision_event(
     request: RequestFacts,
     action: Action,
@@ -416,10 +426,7 @@ def decision_event(
 ) -> AuditEvent:
     """The audit event of one decision about one resident's `categories` (no values: names only), for
     the request `request` (its principal, request id and client address)."""
-    principal = request.principal
-    acted_for = purpose
-    if acted_for is None and principal is not None and categories:
-        acted_for = default_purpose(principal, categories[0])
+    acted_for = purpose_of(request.principal, categories, purpose)
     return request_event(
         request,
         action,
@@ -466,12 +473,14 @@ async def require_consent(
 _TERMS_COLUMNS = """c.id, c.consent_id, c.version, c.resident_id, c.grantor_kind, c.grantor_family_member_id,
     c.grantee_kind, c.grantee_family_member_id, c.grantee_client_id, c.purposes, c.categories,
     c.period_start, c.period_end, c.status,
-    ARRAY(SELECT fl.account_id FROM shared.family_link fl WHERE fl.institution_id = $2
-          AND fl.resident_id = c.resident_id AND fl.family_member_id = c.grantor_family_member_id)
-        AS grantor_accounts,
-    ARRAY(SELECT fl.account_id FROM shared.family_link fl WHERE fl.institution_id = $2
-          AND fl.resident_id = c.resident_id AND fl.family_member_id = c.grantee_family_member_id)
-        AS grantee_accounts"""
+    CASE WHEN c.grantor_family_member_id IS NULL THEN '{}'::bigint[] ELSE
+        ARRAY(SELECT fl.account_id FROM shared.family_link fl WHERE fl.institution_id = $2
+              AND fl.resident_id = c.resident_id AND fl.family_member_id = c.grantor_family_member_id)
+    END AS grantor_accounts,
+    CASE WHEN c.grantee_family_member_id IS NULL THEN '{}'::bigint[] ELSE
+        ARRAY(SELECT fl.account_id FROM shared.family_link fl WHERE fl.institution_id = $2
+              AND fl.resident_id = c.resident_id AND fl.family_member_id = c.grantee_family_member_id)
+    END AS grantee_accounts"""
 _DETAIL_COLUMNS = """, c.grantor_authority, c.grantee_programme, c.notice_version, c.notice_sha256, c.method,
     c.note, c.withdrawal_reason, c.recorded_by, c.recorded_at"""
 

@@ -31,6 +31,7 @@ class Action(StrEnum):
     RESIDENT_ADMIT = "resident.admit"
     RESIDENT_UPDATE = "resident.update"
     RESIDENT_DISCHARGE = "resident.discharge"
+    FAMILY_MEMBER_VIEW = "family_member.view"  # a resident's relatives: names, relationship, phones
     FAMILY_MEMBER_ADD = "family_member.add"
     FAMILY_MEMBER_EDIT = "family_member.edit"  # correct or remove a registered relative
     HEALTH_RECORD_VIEW = "health_record.view"  # diagnoses, medications, allergies
@@ -118,6 +119,10 @@ PERMISSIONS: dict[Action, Grant] = {
         scopes=frozenset({WRITE_RESIDENTS}),
     ),
     Action.RESIDENT_DISCHARGE: Grant(Level.RESIDENT, staff=_INTAKE),
+    # Relatives are read with the resident (identity data; consent-bound for family and integrators).
+    Action.FAMILY_MEMBER_VIEW: Grant(
+        Level.RESIDENT, staff=_ALL_STAFF, scopes=frozenset({READ_RESIDENTS}), family=True
+    ),
     Action.FAMILY_MEMBER_ADD: Grant(
         Level.RESIDENT,
         staff=_INTAKE | {StaffRole.BUTLER, StaffRole.NURSE},

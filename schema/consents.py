@@ -202,6 +202,7 @@ class ConsentPayload:
 
 def _forget_terms(info: YiyangInfo, resident_id: int) -> None:
     """Later decisions of this request read the resident's consents afresh."""
+    info.context.decisions.clear()
     try:
         info.context.loaders.consent_terms.clear(resident_id)
     except KeyError:  # not loaded in this request

@@ -18,7 +18,7 @@ from care.timeline import LatestKey, ServiceRecord, load_latest_records
 from care.uploads import DEFAULT_MAX_FILE_BYTES
 from care.vitals import Measure, Reading, load_latest_vitals
 from compliance.audit import AuditTrail
-from compliance.consent import ConsentTerms, load_terms
+from compliance.consent import ConsentTerms, Decision, load_terms
 from compliance.identity.login_throttle import LoginThrottle
 from compliance.principals import Principal
 from tenants.context import TenantRef
@@ -115,6 +115,10 @@ class RequestContext:
     tenant: TenantRef | None = None
     tenant_problem: DomainError | None = None
     loaders: Loaders = field(default_factory=Loaders)
+    # The decision point's answers in this request (schema/resident_access.py), so that a resident's
+    # relatives after their identity on one page are not decided and recorded twice. Never kept longer:
+    # a consent withdrawn takes effect on the next request; one changed in this request clears it.
+    decisions: "dict[tuple[object, ...], Decision]" = field(default_factory=dict)
     # Charges each operation its cost (schema/rate_limits.py); None: not limited (tests, scripts).
     rate_limiter: "RateLimiter | None" = None
     # Sign-in's throttle, for operations that check a password (api/graphql.py sets both).
@@ -123,7 +127,10 @@ class RequestContext:
     # The largest uploaded file (YIYANG_MAX_UPLOAD_BYTES; api/graphql.py sets it from the settings).
     max_upload_bytes: int = DEFAULT_MAX_FILE_BYTES
     # The audit events of this request, written when its unit of work ends (api/graphql.py).
-    audit: AuditTrail = field(default_factory=AuditTrail)
+    audit: AuditTrail = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.audit = AuditTrail(self)
 
     def require_login_throttle(self) -> LoginThrottle:
         if self.login_throttle is None:  # the app sets it at start: without it, refuse rather than not count

@@ -75,7 +75,7 @@ class FamilyCommunicationType:
 
         # A relative's name and phone: identity data, decided and recorded as the resident's family list.
         await require_resident_access(
-            info, Action.RESIDENT_VIEW, self.institution_id, self.resident_pk, (Category.IDENTITY,)
+            info, Action.FAMILY_MEMBER_VIEW, self.institution_id, self.resident_pk, (Category.IDENTITY,)
         )
         members = await info.context.loaders.family_members.load(self.resident_pk)
         for member in members:

@@ -63,8 +63,16 @@ def audit_decision(
     decision: domain.Decision,
 ) -> None:
     """The event of one decision about one resident, added to the request's audit trail."""
-    event = domain.decision_event(info.context, action, resident_id, categories, purpose, decision)
-    info.context.audit.add(event, field=operation_field(info))
+    acted_for = domain.purpose_of(info.context.principal, categories, purpose)
+    info.context.audit.decided(
+        action,
+        resident_id,
+        [category.value for category in categories],
+        acted_for.value if acted_for is not None else None,
+        Outcome.PERMITTED if decision.permit else Outcome.DENIED,
+        None if decision.permit else decision.reason.value,
+        field=operation_field(info),
+    )
 
 
 def _audit_refusal(
@@ -104,19 +112,24 @@ async def require_consent(
     principal = info.context.principal
     if principal is None:
         raise Unauthenticated("Authentication required.")
-    decision = BY_POLICY
-    for category in categories:
-        decision = await domain.decide(
-            principal,
-            action,
-            resident_id,
-            category,
-            purpose,
-            consents=info.context.loaders.consent_terms.load,
-        )
-        if not decision.permit:
-            break
-    audit_decision(info, action, resident_id, categories, purpose, decision)
+    decided = info.context.decisions
+    key = (operation_field(info), resident_id, action, tuple(categories), purpose)
+    decision = decided.get(key)
+    if decision is None:  # else decided and recorded already in this request
+        decision = BY_POLICY
+        for category in categories:
+            decision = await domain.decide(
+                principal,
+                action,
+                resident_id,
+                category,
+                purpose,
+                consents=info.context.loaders.consent_terms.load,
+            )
+            if not decision.permit:
+                break
+        audit_decision(info, action, resident_id, categories, purpose, decision)
+        decided[key] = decision
     refused = domain.refusal(decision)
     if refused is not None:
         raise refused
@@ -199,11 +212,14 @@ async def consent_refusals(
     resident's read is written to the audit trail, permitted or denied."""
     principal = info.context.principal
     wanted = sorted(set(resident_ids))
+    field = operation_field(info)
+    decided = info.context.decisions
     if principal is None or principal.kind not in kinds:
         # Not asked (staff under care delivery, decided by the policy alone): still recorded.
         permit = domain.Decision(True, domain.DecisionReason.CARE_DELIVERY)
         for resident_id in wanted:
             audit_decision(info, action, resident_id, (category,), None, permit)
+            decided[(field, resident_id, action, (category,), None)] = permit
         return {}
     loaded = await info.context.loaders.consent_terms.load_many(wanted)
     tenant = info.context.require_tenant()
@@ -221,6 +237,7 @@ async def consent_refusals(
             now=now,
         )
         audit_decision(info, action, resident_id, (category,), None, decision)
+        decided[(field, resident_id, action, (category,), None)] = decision
         refused = domain.refusal(decision)
         if refused is not None:
             refusals[resident_id] = refused

@@ -167,7 +167,7 @@ class ResidentType:
         page = page_request(first, after)
         # Relatives' names and phones: identity data (under a consent for family accounts and integrators).
         await require_resident_access(
-            info, Action.RESIDENT_VIEW, self.institution_id, self.pk, (Category.IDENTITY,)
+            info, Action.FAMILY_MEMBER_VIEW, self.institution_id, self.pk, (Category.IDENTITY,)
         )
         members = await info.context.loaders.family_members.load(self.pk)
         nodes = [FamilyMemberType.from_model(m, self.institution_id) for m in members]

@@ -191,47 +191,137 @@ def _column_value(value: object) -> object:
     return ",".join(value) if isinstance(value, list) else value
 
 
-class AuditTrail:
-    """The events of one request, written together when its unit of work ends (api/graphql.py): one
-    INSERT per request instead of three statements per event, and the tenant's append lock held once.
+# Joins the actions of a coalesced read (policy actions hold no comma).
+ACTION_SEPARATOR = ","
 
-    Each event may name the operation field (a root field of the GraphQL operation) it was decided in:
+
+def is_read(action: str) -> bool:
+    """Every read action of the policy is `<what>.view`; so is each of a coalesced read's actions."""
+    if ACTION_SEPARATOR not in action:
+        return action.endswith(".view")
+    return all(part.endswith(".view") for part in action.split(ACTION_SEPARATOR))
+
+
+@dataclass(slots=True)
+class _Read:
+    """A request's reads of one resident with one outcome, reason and purpose: one event when written."""
+
+    resident_id: int
+    outcome: Outcome
+    reason_code: str | None
+    purpose: str | None
+    actions: set[str]
+    categories: set[str]
+
+
+class AuditTrail:
+    """The events of one request (`request`: its principal, id and client address), written together
+    when its unit of work ends (api/graphql.py): one INSERT per request, the tenant's append lock held
+    once.
+
+    A request's reads of one resident with one outcome, reason and purpose, in one operation field, are
+    one event: its actions and categories joined (`resident.view,vitals.view`; identity, vitals). A page
+    of 50 residents with four parts each is then 50 rows, not 200: the rows, not the data, are what the
+    chain's hashing and the INSERT cost (docs/benchmarks.md). Writes are one event each.
+
+    Each event names the operation field (a root field of the GraphQL operation) it was decided in:
     when that field's work does not happen after all (user errors, a refusal or a fault after the
     decision), its permitted events are recorded as failed instead (`fail`)."""
 
-    def __init__(self) -> None:
-        self._events: list[AuditEvent] = []
+    def __init__(self, request: "RequestFacts") -> None:
+        self._request = request
+        self._entries: list[AuditEvent | _Read] = []
         self._fields: list[str | None] = []
+        self._reads: dict[tuple[object, ...], _Read] = {}
+
+    def decided(
+        self,
+        action: str,
+        resident_id: int,
+        categories: Iterable[str],
+        purpose: str | None,
+        outcome: Outcome,
+        reason_code: str | None,
+        *,
+        field: str | None,
+    ) -> None:
+        """A decision about a resident's data: a read joins the request's other reads of the resident."""
+        if not is_read(action):
+            event = request_event(
+                self._request,
+                action,
+                resident_id=resident_id,
+                data_categories=categories,
+                purpose=purpose,
+                outcome=outcome,
+                reason_code=reason_code,
+            )
+            self.add(event, field=field)
+            return
+        key = (field, resident_id, outcome, reason_code, purpose)
+        read = self._reads.get(key)
+        if read is None:
+            read = _Read(resident_id, outcome, reason_code, purpose, {action}, set(categories))
+            self._reads[key] = read
+            self._entries.append(read)
+            self._fields.append(field)
+        else:
+            read.actions.add(action)
+            read.categories.update(categories)
 
     def add(self, event: AuditEvent, *, field: str | None = None) -> None:
-        self._events.append(event)
+        self._entries.append(event)
         self._fields.append(field)
 
     def __len__(self) -> int:
-        return len(self._events)
+        return len(self._entries)
 
     def __iter__(self) -> Iterator[AuditEvent]:
-        return iter(self._events)
+        return iter(self._events())
 
     def fail(self, field: str, reason_code: str) -> None:
         """The work of operation field `field` did not happen: its permitted events become failed."""
-        for index, (event, named) in enumerate(zip(self._events, self._fields, strict=True)):
-            if named == field and event.outcome is Outcome.PERMITTED:
-                self._events[index] = replace(event, outcome=Outcome.FAILED, reason_code=reason_code)
+        self._entries = [
+            _failed(entry, reason_code) if named == field else entry
+            for entry, named in zip(self._entries, self._fields, strict=True)
+        ]
+        self._reads.clear()  # nothing more joins reads that changed
 
     def fail_all(self, reason_code: str) -> None:
         """Nothing of the request happened (its unit of work rolled back)."""
-        self._events = [
-            replace(event, outcome=Outcome.FAILED, reason_code=reason_code)
-            if event.outcome is Outcome.PERMITTED
-            else event
-            for event in self._events
-        ]
+        self._entries = [_failed(entry, reason_code) for entry in self._entries]
+        self._reads.clear()
+
+    def _events(self) -> list[AuditEvent]:
+        return [self._event(entry) if isinstance(entry, _Read) else entry for entry in self._entries]
+
+    def _event(self, read: _Read) -> AuditEvent:
+        return request_event(
+            self._request,
+            ACTION_SEPARATOR.join(sorted(read.actions)),
+            resident_id=read.resident_id,
+            data_categories=read.categories,
+            purpose=read.purpose,
+            outcome=read.outcome,
+            reason_code=read.reason_code,
+        )
 
     async def flush(self) -> list[RecordedEvent]:
         """Write the events gathered so far (in the open unit of work) and start afresh."""
-        events, self._events, self._fields = self._events, [], []
+        events = self._events()
+        self._entries, self._fields = [], []
+        self._reads.clear()
         return await record_events(events)
+
+
+def _failed(entry: AuditEvent | _Read, reason_code: str) -> AuditEvent | _Read:
+    if entry.outcome is not Outcome.PERMITTED:
+        return entry
+    if isinstance(entry, _Read):
+        return _Read(
+            entry.resident_id, Outcome.FAILED, reason_code, entry.purpose, entry.actions, entry.categories
+        )
+    return replace(entry, outcome=Outcome.FAILED, reason_code=reason_code)
 
 
 class RequestFacts(Protocol):

@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from compliance.audit.events import ANONYMOUS_KIND, SYSTEM_KIND, Outcome
+from compliance.audit.events import ANONYMOUS_KIND, SYSTEM_KIND, Outcome, is_read
 from compliance.consent import ConsentTerms
 from compliance.policy import Action, require
 from compliance.principals import Principal, PrincipalKind
@@ -59,7 +59,7 @@ _READ_ACTIONS = frozenset({Action.DATA_SUBJECT_EXPORT.value, Action.ACCESS_REPOR
 
 
 def access_of(action: str) -> Access:
-    return Access.READ if action.endswith(".view") or action in _READ_ACTIONS else Access.WRITE
+    return Access.READ if is_read(action) or action in _READ_ACTIONS else Access.WRITE
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +140,8 @@ def _where(given: EventFilter, before_seq: int | None, up_to_seq: int | None) ->
         add("resident_id = {}", given.resident_id)
     if given.principal_subject is not None:
         add("principal_subject = {}", given.principal_subject)
-    if given.action is not None:
-        add("action = {}", given.action)
+    if given.action is not None:  # one of a coalesced read's actions (compliance/audit/events.py)
+        add("{} = ANY(string_to_array(action, ','))", given.action)
     if given.outcome is not None:
         add("outcome = {}", given.outcome.value)
     if given.since is not None:
