@@ -30,11 +30,11 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from starlette.datastructures import Headers, QueryParams
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Scope
 
-from api.graphql import GraphQLEndpoint
 from api.middleware import request_id_of
+from api.token_edges import NO_STORE, TokenEdge
 from care.models import Resident
 from compliance.audit import Outcome, record_event, report, request_event
 from compliance.consent import current_terms
@@ -43,7 +43,7 @@ from compliance.principals import Principal
 from schema.i18n import negotiate_locale, translate
 from schema.ids import decode_id
 from tenants.context import TenantRef
-from tenants.errors import DomainError, Forbidden, InvalidInput, NotFound, Unauthenticated
+from tenants.errors import Forbidden, NotFound
 from tenants.unit_of_work import run_in_tenant
 
 log = logging.getLogger("yiyang.exports")
@@ -52,13 +52,6 @@ ACCESS_REPORT_CSV_PATH = "/exports/residents/{resident_id}/access-report.csv"
 BATCH_SIZE = 500
 BOM = "\ufeff"
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-_STATUS_OF: tuple[tuple[type[DomainError], int], ...] = (
-    (Unauthenticated, 401),
-    (Forbidden, 403),
-    (NotFound, 404),
-    (InvalidInput, 400),
-)
 # The header row: English msgids, translated for the caller (schema/locale/zh_CN.po).
 COLUMNS = (
     "Time",
@@ -115,21 +108,10 @@ def report_row(event: report.LoggedEvent, zone: ZoneInfo) -> list[str]:
     ]
 
 
-class AccessReportExport:
+class AccessReportExport(TokenEdge):
     """The ASGI endpoint of ACCESS_REPORT_CSV_PATH."""
 
-    def __init__(self, graphql: GraphQLEndpoint) -> None:
-        self.graphql = graphql
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = Headers(scope=scope)
-        try:
-            response = await self._export(scope, headers)
-        except DomainError as refusal:
-            response = _refusal(refusal, headers)
-        await response(scope, receive, send)
-
-    async def _export(self, scope: Scope, headers: Headers) -> Response:
+    async def respond(self, scope: Scope, headers: Headers) -> Response:
         action = Action.ACCESS_REPORT_EXPORT
         principal, tenant = await self.graphql.acting(headers)
         given = str(scope.get("path_params", {}).get("resident_id", ""))
@@ -183,7 +165,7 @@ class AccessReportExport:
             headers={
                 "Content-Disposition": f'attachment; filename="{file_name}"',
                 "X-Content-Type-Options": "nosniff",
-                **_NO_STORE,
+                **NO_STORE,
             },
         )
 
@@ -218,14 +200,3 @@ async def _stream(
         if len(events) < BATCH_SIZE:
             return
         before_seq = events[-1].seq
-
-
-def _refusal(refusal: DomainError, headers: Headers) -> JSONResponse:
-    status = next((code for kind, code in _STATUS_OF if isinstance(refusal, kind)), 400)
-    extra = {"WWW-Authenticate": 'Bearer realm="yiyang"'} if status == 401 else {}
-    message = translate(refusal.message, negotiate_locale(headers.get("accept-language")), refusal.params)
-    return JSONResponse(
-        {"error": refusal.code.lower(), "error_description": message},
-        status_code=status,
-        headers={**_NO_STORE, **extra},
-    )

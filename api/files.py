@@ -23,33 +23,25 @@ from enum import StrEnum
 from typing import Protocol
 
 from starlette.datastructures import Headers
-from starlette.responses import JSONResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.responses import Response
+from starlette.types import Scope
 
 from api.graphql import GraphQLEndpoint
 from api.middleware import request_id_of
+from api.token_edges import NO_STORE, TokenEdge
 from care import photos, reports
 from compliance import consent
 from compliance.audit import Outcome, record_event
 from compliance.policy import Action, require
 from compliance.principals import Principal
-from schema.i18n import negotiate_locale, translate
 from schema.ids import decode_id
-from tenants.errors import DomainError, Erased, Forbidden, InvalidInput, NotFound, Unauthenticated
+from tenants.errors import DomainError, NotFound
 from tenants.unit_of_work import run_in_tenant
 
 log = logging.getLogger("yiyang.files")
 
 CHECKUP_REPORT_PATH = "/files/checkup-reports/{file_id}"
 RESIDENT_PHOTO_PATH = "/files/resident-photos/{file_id}"
-_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-_STATUS_OF: tuple[tuple[type[DomainError], int], ...] = (
-    (Unauthenticated, 401),
-    (Forbidden, 403),
-    (NotFound, 404),
-    (Erased, 410),
-    (InvalidInput, 400),
-)
 
 
 class SealedFile(Protocol):
@@ -85,22 +77,14 @@ RESIDENT_PHOTOS = FileKind(
 )
 
 
-class SealedFileDownload:
+class SealedFileDownload(TokenEdge):
     """The ASGI endpoint of a download path (`{file_id}` in it) for one kind of file."""
 
     def __init__(self, graphql: GraphQLEndpoint, kind: FileKind) -> None:
-        self.graphql = graphql
+        super().__init__(graphql)
         self.kind = kind
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = Headers(scope=scope)
-        try:
-            response = await self._download(scope, headers)
-        except DomainError as refusal:
-            response = _refusal(refusal, headers)
-        await response(scope, receive, send)
-
-    async def _download(self, scope: Scope, headers: Headers) -> Response:
+    async def respond(self, scope: Scope, headers: Headers) -> Response:
         kind = self.kind
         principal, tenant = await self.graphql.acting(headers)
         given = str(scope.get("path_params", {}).get("file_id", ""))
@@ -135,7 +119,7 @@ class SealedFileDownload:
             headers={
                 "Content-Disposition": f'{disposition}; filename="{found.file_name}"',
                 "X-Content-Type-Options": "nosniff",
-                **_NO_STORE,
+                **NO_STORE,
             },
         )
 
@@ -172,14 +156,3 @@ async def _decided(
         return failed
     await record_event(event)
     return found
-
-
-def _refusal(refusal: DomainError, headers: Headers) -> JSONResponse:
-    status = next((code for kind, code in _STATUS_OF if isinstance(refusal, kind)), 400)
-    extra = {"WWW-Authenticate": 'Bearer realm="yiyang"'} if status == 401 else {}
-    message = translate(refusal.message, negotiate_locale(headers.get("accept-language")), refusal.params)
-    return JSONResponse(
-        {"error": refusal.code.lower(), "error_description": message},
-        status_code=status,
-        headers={**_NO_STORE, **extra},
-    )

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import strawberry
 
-from compliance.audit import Outcome, request_event
+from compliance.audit import Outcome
 from compliance.audit import report as domain
 from compliance.consent import Category, Purpose
 from compliance.policy import Action, require
@@ -18,7 +18,7 @@ from schema.consents import ConsentPurpose, DataCategory
 from schema.context import YiyangInfo
 from schema.ids import decode_id, encode_id
 from schema.pagination import Connection, connection, page_request
-from schema.resident_access import ResidentNode, operation_field
+from schema.resident_access import ResidentNode, audit_request
 from tenants.errors import Forbidden, NotFound
 
 AuditOutcome = strawberry.enum(Outcome, name="AuditOutcome")
@@ -157,15 +157,12 @@ def _local(moment: datetime | None, zone: str) -> datetime | None:
 
 
 def _denied(info: YiyangInfo, action: Action, refused: Forbidden, resident_id: int | None = None) -> None:
-    info.context.audit.add(
-        request_event(
-            info.context,
-            action,
-            resident_id=resident_id,
-            outcome=Outcome.DENIED,
-            reason_code=domain.refusal_reason(refused),
-        ),
-        field=operation_field(info),
+    audit_request(
+        info,
+        action,
+        resident_id=resident_id,
+        outcome=Outcome.DENIED,
+        reason_code=domain.refusal_reason(refused),
     )
 
 
@@ -198,10 +195,7 @@ async def resident_access_report(
     rows = await domain.access_report(
         root.pk, since=since, until=until, before_seq=page.after_key, limit=page.size + 1
     )
-    info.context.audit.add(
-        request_event(info.context, Action.ACCESS_REPORT_VIEW, resident_id=root.pk),
-        field=operation_field(info),
-    )
+    audit_request(info, Action.ACCESS_REPORT_VIEW, resident_id=root.pk)
     return connection(
         rows,
         page,
@@ -252,10 +246,7 @@ class AuditQueries:
             until=_local(given.until, tenant.time_zone),
         )
         rows = await domain.events(criteria, before_seq=page.after_key, limit=page.size + 1)
-        info.context.audit.add(
-            request_event(info.context, Action.AUDIT_VIEW, resident_id=resident_id),
-            field=operation_field(info),
-        )
+        audit_request(info, Action.AUDIT_VIEW, resident_id=resident_id)
         return connection(
             rows,
             page,

@@ -75,6 +75,28 @@ def audit_decision(
     )
 
 
+def audit_request(
+    info: YiyangInfo,
+    action: Action,
+    *,
+    resident_id: int | None = None,
+    categories: Sequence[Category] = (),
+    outcome: Outcome = Outcome.PERMITTED,
+    reason_code: str | None = None,
+) -> None:
+    """An event of this request that is no decision of the decision point (reading the audit itself, a
+    refusal of the policy), on the request's trail under the operation field it belongs to."""
+    event = request_event(
+        info.context,
+        action,
+        resident_id=resident_id,
+        data_categories=(category.value for category in categories),
+        outcome=outcome,
+        reason_code=reason_code,
+    )
+    info.context.audit.add(event, field=operation_field(info))
+
+
 def _audit_refusal(
     info: YiyangInfo,
     action: Action,
@@ -86,16 +108,13 @@ def _audit_refusal(
     tenant = info.context.tenant
     if tenant is None or tenant.institution_id != institution_id:
         return  # another institution's resident: nothing of this tenant was touched
-    info.context.audit.add(
-        request_event(
-            info.context,
-            action,
-            resident_id=resident_id,
-            data_categories=(category.value for category in categories),
-            outcome=Outcome.DENIED,
-            reason_code=refused.code.lower(),
-        ),
-        field=operation_field(info),
+    audit_request(
+        info,
+        action,
+        resident_id=resident_id,
+        categories=categories,
+        outcome=Outcome.DENIED,
+        reason_code=refused.code.lower(),
     )
 
 
