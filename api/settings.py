@@ -5,7 +5,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from compliance.encryption.keys import root_keyring_from_environ
 from compliance.identity.keys import RootKeyError, root_key_from_environ
@@ -35,6 +35,8 @@ class Settings:
     rate_limit_client_per_minute: int = 50_000
     # Every Redis key of this deployment starts with it: deployments (or test runs) may share a server.
     redis_namespace: str = "yiyang"
+    # Where notification e-mails go (YIYANG_SMTP_URL, YIYANG_MAIL_FROM); None: e-mail is skipped.
+    smtp: "SmtpSettings | None" = None
 
     @property
     def development(self) -> bool:
@@ -67,7 +69,50 @@ class Settings:
                 environ, "YIYANG_RATE_LIMIT_CLIENT_PER_MINUTE", 50_000
             ),
             redis_namespace=redis_namespace_setting(environ.get("YIYANG_REDIS_NAMESPACE", "yiyang")),
+            smtp=smtp_setting(environ),
         )
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    mail_from: str
+    username: str | None = None
+    password: str | None = None
+    starttls: bool = False
+
+
+def smtp_setting(environ: Mapping[str, str] = os.environ) -> SmtpSettings | None:
+    """YIYANG_SMTP_URL, smtp://[user:password@]host[:port][?starttls=true], with YIYANG_MAIL_FROM, the
+    sender address; unset, notifications are delivered in the app only."""
+    given = environ.get("YIYANG_SMTP_URL", "")
+    if not given:
+        return None
+    # Not echoed back: the URL may hold the password.
+    problem = "YIYANG_SMTP_URL must be smtp://[user:password@]host[:port][?starttls=true]"
+    url = urlsplit(given)
+    try:
+        port = url.port or 25
+    except ValueError:
+        raise ConfigurationError(problem) from None
+    flags = parse_qs(url.query)
+    starttls = flags.pop("starttls", ["false"])
+    if url.scheme != "smtp" or not url.hostname or url.path not in ("", "/") or flags or url.fragment:
+        raise ConfigurationError(problem)
+    if starttls not in (["true"], ["false"]):
+        raise ConfigurationError(problem)
+    mail_from = environ.get("YIYANG_MAIL_FROM", "")
+    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", mail_from):
+        raise ConfigurationError("YIYANG_SMTP_URL needs YIYANG_MAIL_FROM, the sender's e-mail address")
+    return SmtpSettings(
+        host=url.hostname,
+        port=port,
+        mail_from=mail_from,
+        username=unquote(url.username) if url.username else None,
+        password=unquote(url.password) if url.password else None,
+        starttls=starttls == ["true"],
+    )
 
 
 def app_database_url_setting(environ: Mapping[str, str]) -> str | None:

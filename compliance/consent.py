@@ -285,6 +285,10 @@ _CATEGORY_OF: dict[Action, Category] = {
     Action.EMERGENCY_CONTACTS_EDIT: Category.DAILY_CARE,
     Action.FAMILY_LOG_VIEW: Category.DAILY_CARE,
     Action.FAMILY_LOG_RECORD: Category.DAILY_CARE,
+    Action.CARE_PLAN_VIEW: Category.DAILY_CARE,
+    Action.CARE_PLAN_EDIT: Category.DAILY_CARE,
+    Action.TASK_VIEW: Category.DAILY_CARE,
+    Action.TASK_COMPLETE: Category.DAILY_CARE,
 }
 
 

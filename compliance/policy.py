@@ -54,6 +54,10 @@ class Action(StrEnum):
     EMERGENCY_CONTACTS_EDIT = "emergency_contacts.edit"  # contacts who are not family
     FAMILY_LOG_VIEW = "family_log.view"  # the family communication log
     FAMILY_LOG_RECORD = "family_log.record"
+    CARE_PLAN_VIEW = "care_plan.view"  # a resident's care plan: what is done, how often, by whom
+    CARE_PLAN_EDIT = "care_plan.edit"  # add, edit and remove plan items (their tasks follow)
+    TASK_VIEW = "task.view"  # tasks materialized from the plans: a resident's, one's own of a day
+    TASK_COMPLETE = "task.complete"  # check a task off with its result, or mark it not done
     STAFF_VIEW = "staff.view"
     STAFF_MANAGE = "staff.manage"
     CLIENT_MANAGE = "client.manage"  # integrator clients of an institution or chain
@@ -66,6 +70,7 @@ class Action(StrEnum):
     ACCESS_REPORT_VIEW = "access_report.view"  # who accessed a resident's data, when and why
     ACCESS_REPORT_EXPORT = "access_report.export"  # the same report as a CSV file
     ACCOUNT_SELF = "account.self"  # one's own account: password, second factor
+    NOTIFICATION_INBOX = "notification.inbox"  # one's own notifications in the acting institution
 
 
 class Level(StrEnum):
@@ -191,6 +196,13 @@ PERMISSIONS: dict[Action, Grant] = {
     Action.FAMILY_LOG_RECORD: Grant(
         Level.RESIDENT, staff=frozenset({StaffRole.HEAD_NURSE, StaffRole.NURSE, StaffRole.BUTLER})
     ),
+    # Care plans (care/care_plans.py): the clinical roles set them; caregivers, who carry them out, and
+    # the admin read them. Tasks are done by caregivers and the clinical roles (whom items are assigned
+    # to); the admin reads them (overdue work). Family members and integrators: not in this increment.
+    Action.CARE_PLAN_VIEW: Grant(Level.RESIDENT, staff=_ADMIN | _CLINICAL | {StaffRole.CAREGIVER}),
+    Action.CARE_PLAN_EDIT: Grant(Level.RESIDENT, staff=_CLINICAL),
+    Action.TASK_VIEW: Grant(Level.RESIDENT, staff=_ADMIN | _CLINICAL | {StaffRole.CAREGIVER}),
+    Action.TASK_COMPLETE: Grant(Level.RESIDENT, staff=_CLINICAL | {StaffRole.CAREGIVER}),
     Action.STAFF_VIEW: Grant(Level.INSTITUTION, staff=_ADMIN | {StaffRole.HEAD_NURSE}, chain=_ALL_CHAIN),
     Action.STAFF_MANAGE: Grant(Level.INSTITUTION, staff=_ADMIN, chain=_CHAIN_ADMIN),
     Action.CLIENT_MANAGE: Grant(Level.INSTITUTION, staff=_ADMIN, chain=_CHAIN_ADMIN),
@@ -216,6 +228,9 @@ PERMISSIONS: dict[Action, Grant] = {
     Action.ACCOUNT_SELF: Grant(
         Level.ACCOUNT, staff=_ALL_STAFF, chain=_ALL_CHAIN, family=True, supervisor=True, operator=True
     ),
+    # One's own inbox (care/notifications.py): every staff role of the acting institution, where the
+    # notifications live; the rows read are the caller's own. Family accounts come with the family app.
+    Action.NOTIFICATION_INBOX: Grant(Level.INSTITUTION, staff=_ALL_STAFF),
 }
 
 

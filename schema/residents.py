@@ -19,6 +19,7 @@ from compliance.policy import Action, require, resident_scope
 from compliance.principals import PrincipalKind
 from schema import assessments as assessment_fields
 from schema import audit as audit_fields
+from schema import care_plans as care_plan_fields
 from schema import consents as consent_fields
 from schema import emergency_contacts as contact_fields
 from schema import family_log as family_log_fields
@@ -211,6 +212,9 @@ class ResidentType:
     consents = strawberry.field(resolver=consent_fields.resident_consents)
     # Who accessed the resident's data (the audit log): schema/audit.py.
     access_report = strawberry.field(resolver=audit_fields.resident_access_report)
+    # Care plans and their tasks: schema/care_plans.py.
+    care_plan = strawberry.field(resolver=care_plan_fields.resident_care_plan)
+    tasks = strawberry.field(resolver=care_plan_fields.resident_tasks)
 
 
 @strawberry.input

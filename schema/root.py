@@ -10,6 +10,7 @@ from strawberry.types import ExecutionContext
 
 from schema.assessments import AssessmentMutations, AssessmentQueries
 from schema.audit import AuditQueries
+from schema.care_plans import CarePlanMutations, CarePlanQueries
 from schema.consents import ConsentMutations
 from schema.data_requests import DataRequestMutations
 from schema.document_limits import DocumentLimits, DocumentLimitsAndCache
@@ -19,6 +20,7 @@ from schema.family_log import FamilyLogMutations
 from schema.health_record import HealthRecordMutations
 from schema.identity import IdentityMutations, IdentityQueries
 from schema.institutions import InstitutionMutations, InstitutionQueries
+from schema.notifications import NotificationMutations, NotificationQueries
 from schema.photos import ResidentPhotoMutations
 from schema.preferences import PreferencesMutations
 from schema.rate_limits import RateLimits
@@ -43,13 +45,22 @@ class RequestDocumentLimits(DocumentLimitsAndCache):
 
 
 @strawberry.type
-class Query(InstitutionQueries, ResidentQueries, IdentityQueries, AssessmentQueries, AuditQueries):
+class Query(
+    InstitutionQueries,
+    ResidentQueries,
+    IdentityQueries,
+    AssessmentQueries,
+    AuditQueries,
+    NotificationQueries,
+    CarePlanQueries,
+):
     pass
 
 
 @strawberry.type
 class Mutation(
     AssessmentMutations,
+    CarePlanMutations,
     CheckupReportMutations,
     ConsentMutations,
     DataRequestMutations,
@@ -57,6 +68,7 @@ class Mutation(
     FamilyLogMutations,
     HealthRecordMutations,
     InstitutionMutations,
+    NotificationMutations,
     ResidentMutations,
     ResidentPhotoMutations,
     IdentityMutations,

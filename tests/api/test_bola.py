@@ -225,6 +225,38 @@ PROBES: dict[tuple[str, str, str], tuple[str, str]] = {
         "Resident",
         "query($id: ID!) { auditEvents(filter: {residentId: $id}) { edges { node { action } } } }",
     ),
+    # Notifications (schema/notifications.py).
+    ("mutation", "markNotificationsRead", "input.ids"): (
+        "Notification",
+        "mutation($id: ID!) { markNotificationsRead(input: {ids: [$id]}) { userErrors { message } } }",
+    ),
+    ("mutation", "setCarePlanItem", "input.residentId"): (
+        "Resident",
+        "mutation($id: ID!) { setCarePlanItem(input: {residentId: $id, kind: HYGIENE,"
+        ' recurrence: "FREQ=DAILY", assigneeRole: "caregiver", durationMinutes: 10}) { item { id } } }',
+    ),
+    ("mutation", "setCarePlanItem", "input.itemId"): (
+        "CarePlanItem",
+        "mutation($id: ID!) { setCarePlanItem(input: {itemId: $id, kind: HYGIENE,"
+        ' recurrence: "FREQ=DAILY", assigneeRole: "caregiver", durationMinutes: 10}) { item { id } } }',
+    ),
+    ("mutation", "setCarePlanItem", "input.caregiverId"): (
+        "StaffMember",
+        "mutation($id: ID!) { setCarePlanItem(input: {residentId: $id, caregiverId: $id, kind: HYGIENE,"
+        ' recurrence: "FREQ=DAILY", durationMinutes: 10}) { item { id } } }',
+    ),
+    ("mutation", "removeCarePlanItem", "input.itemId"): (
+        "CarePlanItem",
+        "mutation($id: ID!) { removeCarePlanItem(input: {itemId: $id}) { removedId } }",
+    ),
+    ("mutation", "completeTask", "input.taskId"): (
+        "CareTask",
+        "mutation($id: ID!) { completeTask(input: {taskId: $id}) { task { id } } }",
+    ),
+    ("mutation", "markTaskNotDone", "input.taskId"): (
+        "CareTask",
+        'mutation($id: ID!) { markTaskNotDone(input: {taskId: $id, reason: "篡改"}) { task { id } } }',
+    ),
 }
 
 

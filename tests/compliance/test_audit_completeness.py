@@ -20,8 +20,10 @@ import binascii
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 from graphql import (
@@ -59,7 +61,13 @@ REACH = {
 }
 EVERY_ROLE = tuple(StaffRole)
 # Values of required arguments, by field.
-ARGUMENTS = {"Resident.vitalSeries": "(measure: HEART_RATE)", "Resident.latestServices": "(first: 5)"}
+ARGUMENTS = {
+    "Resident.vitalSeries": "(measure: HEART_RATE)",
+    "Resident.latestServices": "(first: 5)",
+    # Tomorrow in the institution (Asia/Shanghai): the care plan below has tasks all day then, whatever
+    # the time of the run (today's may all be past in its last quarter hour).
+    "Query.myTasks": f', day: "{(datetime.now(ZoneInfo("Asia/Shanghai")) + timedelta(days=1)).date()}"',
+}
 
 
 @cache
@@ -137,8 +145,9 @@ def read_probes(schema: GraphQLSchema) -> Iterator[ReadProbe]:
             continue
         if name == "resident":
             yield ReadProbe("Query.resident", "query($id: ID!) { resident(id: $id) { __typename } }", None)
-        else:  # a list of residents: this test's institution holds one
-            yield ReadProbe(f"Query.{name}", f"{{ {name}(first: 5) {{ __typename }} }}", None)
+        else:  # a list of residents (or of their tasks): this test's institution holds one resident
+            arguments = ARGUMENTS.get(f"Query.{name}", "")
+            yield ReadProbe(f"Query.{name}", f"{{ {name}(first: 5{arguments}) {{ __typename }} }}", None)
     resident = schema.type_map["Resident"]
     assert isinstance(resident, GraphQLObjectType)
     baseline = "query($id: ID!) { resident(id: $id) { id } }"
@@ -314,6 +323,13 @@ WRITES_FOR_READS: list[tuple[str, dict[str, Any]]] = [
         ' "入住第三天回访"}) { familyCommunication { id } userErrors { field } } }',
         {},
     ),
+    # Tasks of the caregiver role every 15 minutes, for myTasks (asked for tomorrow: ARGUMENTS).
+    (
+        "mutation($id: ID!) { setCarePlanItem(input: {residentId: $id, kind: OBSERVATION, recurrence:"
+        ' "FREQ=MINUTELY;INTERVAL=15", assigneeRole: "caregiver", durationMinutes: 5}) { item { id }'
+        " userErrors { field } } }",
+        {},
+    ),
 ]
 
 
@@ -341,6 +357,7 @@ NOT_RESIDENT_DATA = frozenset(
         "confirmTotpEnrolment",
         "disableTotp",
         "setInstitutionRequiresTotp",
+        "markNotificationsRead",  # the caller's own inbox; a notification names a resident by id only
     }
 )
 
@@ -510,6 +527,37 @@ WRITES = [
         "recordVitalSign",
         "mutation($id: ID!) { recordVitalSign(input: {residentId: $id, measure: HEART_RATE, value: 72})"
         " { reading { id } userErrors { field } } }",
+    ),
+    Write(
+        "setCarePlanItem",
+        "mutation($id: ID!) { setCarePlanItem(input: {residentId: $id, kind: HYGIENE, recurrence:"
+        ' "FREQ=DAILY;BYHOUR=9;BYMINUTE=0", assigneeRole: "caregiver", durationMinutes: 15,'
+        ' label: "协助洗漱"}) { item { id } tasks { id } userErrors { field } } }',
+    ),
+    Write(
+        "completeTask",
+        'mutation($id: ID!) { completeTask(input: {taskId: $id, result: "已完成"}) { task { id }'
+        " userErrors { field } } }",
+        "CareTask",
+    ),
+    # The same task, closed already: CONFLICT, recorded as failed.
+    Write(
+        "markTaskNotDone",
+        'mutation($id: ID!) { markTaskNotDone(input: {taskId: $id, reason: "外出就医"}) { task { id }'
+        " userErrors { field } } }",
+        "CareTask",
+    ),
+    Write(
+        "setCarePlanItem",
+        "mutation($id: ID!) { setCarePlanItem(input: {itemId: $id, kind: HYGIENE, recurrence:"
+        ' "FREQ=DAILY;BYHOUR=10;BYMINUTE=0", assigneeRole: "caregiver", durationMinutes: 15}) { item { id }'
+        " userErrors { field } } }",
+        "CarePlanItem",
+    ),
+    Write(
+        "removeCarePlanItem",
+        "mutation($id: ID!) { removeCarePlanItem(input: {itemId: $id}) { removedId userErrors { field } } }",
+        "CarePlanItem",
     ),
     Write(
         "setVitalRange",
