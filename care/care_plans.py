@@ -403,23 +403,7 @@ async def _opened(rows: Iterable[Mapping[str, Any]]) -> list[PlanItem]:
         if row["label"] is not None:
             opened = await open_row(cipher, VERSION_TABLE, row, (LABEL_COLUMN,))
             label = unpadded(opened[LABEL_COLUMN] or b"")
-        found.append(
-            PlanItem(
-                id=row["item_id"],
-                resident_id=row["resident_id"],
-                version=row["version"],
-                kind=TaskKind(row["kind"]),
-                label=label,
-                recurrence=row["rrule"],
-                starts_at=row["dtstart"],
-                role=StaffRole(row["assignee_role"]) if row["assignee_role"] else None,
-                caregiver_id=row["assignee_account_id"],
-                duration_minutes=row["duration_minutes"],
-                measure=Measure(row["measure"]) if row["measure"] else None,
-                recorded_by=row["recorded_by"],
-                recorded_at=row["recorded_at"],
-            )
-        )
+        found.append(_unopened(row, label))
     return found
 
 
@@ -462,13 +446,14 @@ async def active_items() -> list[PlanItem]:
     return [_unopened(row) for row in rows]
 
 
-def _unopened(row: Mapping[str, Any]) -> PlanItem:
+def _unopened(row: Mapping[str, Any], label: str | None = None) -> PlanItem:
+    """The item of a version row; its label as opened by the caller (None: not opened)."""
     return PlanItem(
         id=row["item_id"],
         resident_id=row["resident_id"],
         version=row["version"],
         kind=TaskKind(row["kind"]),
-        label=None,
+        label=label,
         recurrence=row["rrule"],
         starts_at=row["dtstart"],
         role=StaffRole(row["assignee_role"]) if row["assignee_role"] else None,

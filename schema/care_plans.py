@@ -31,7 +31,7 @@ from schema.resident_access import (
     resident_to_change,
 )
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
-from schema.vitals import GlucoseContextEnum, VitalMeasure, _decimal, _recorder
+from schema.vitals import GlucoseContextEnum, VitalMeasure, measured_value, reading_recorder
 from tenants.errors import InvalidInput, NotFound
 
 TaskKindEnum = strawberry.enum(plans.TaskKind, name="CareTaskKind")
@@ -70,14 +70,16 @@ class CarePlanItemType:
             recurrence=found.recurrence,
             starts_at=found.starts_at,
             assignee_role=found.role.value if found.role else None,
-            caregiver_id=None
-            if found.caregiver_id is None
-            else strawberry.ID(encode_id("StaffMember", institution_id, found.caregiver_id)),
+            caregiver_id=_staff_member_id(institution_id, found.caregiver_id),
             duration_minutes=found.duration_minutes,
             measure=found.measure,
             recorded_by=found.recorded_by,
             recorded_at=found.recorded_at,
         )
+
+
+def _staff_member_id(institution_id: int, account_id: int | None) -> strawberry.ID | None:
+    return None if account_id is None else strawberry.ID(encode_id("StaffMember", institution_id, account_id))
 
 
 @strawberry.type(name="CarePlan")
@@ -118,9 +120,7 @@ class CareTaskType:
             due_at=found.due_at,
             duration_minutes=found.duration_minutes,
             assignee_role=found.role.value if found.role else None,
-            caregiver_id=None
-            if found.caregiver_id is None
-            else strawberry.ID(encode_id("StaffMember", institution_id, found.caregiver_id)),
+            caregiver_id=_staff_member_id(institution_id, found.caregiver_id),
             measure=found.measure,
             status=found.status,
             done_at=found.done_at,
@@ -371,9 +371,9 @@ class CarePlanMutations:
             given = input.measurement
             measurement = vitals.NewReading(
                 measure=vitals.Measure.HEART_RATE,  # replaced by the task's own measure
-                value=_decimal(given.value),
-                systolic=_decimal(given.systolic),
-                diastolic=_decimal(given.diastolic),
+                value=measured_value(given.value),
+                systolic=measured_value(given.systolic),
+                diastolic=measured_value(given.diastolic),
                 context=given.context,
             )
         try:
@@ -381,7 +381,7 @@ class CarePlanMutations:
                 task_id,
                 result=input.result,
                 measurement=measurement,
-                recorder=_recorder(info.context.principal),
+                recorder=reading_recorder(info.context.principal),
                 now=datetime.now(UTC),
             )
         except USER_ERROR_TYPES as error:

@@ -31,7 +31,7 @@ def _float(value: Decimal | None) -> float | None:
     return None if value is None else float(value)
 
 
-def _decimal(value: float | None) -> Decimal | None:
+def measured_value(value: float | None) -> Decimal | None:
     # str() of a float is its shortest exact representation: 36.6 stays 36.6, not 36.600000000000001
     return None if value is None else Decimal(str(value))
 
@@ -250,7 +250,7 @@ class SetVitalRangePayload:
     user_errors: list[UserError]
 
 
-def _recorder(principal: Principal | None) -> care.Recorder:
+def reading_recorder(principal: Principal | None) -> care.Recorder:
     assert principal is not None  # require() passed
     if principal.kind is PrincipalKind.INTEGRATOR:
         client_id = principal.client_id or principal.subject.removeprefix("client:")
@@ -271,14 +271,14 @@ class VitalMutations:
         tenant = info.context.require_tenant()
         new = care.NewReading(
             measure=input.measure,
-            value=_decimal(input.value),
-            systolic=_decimal(input.systolic),
-            diastolic=_decimal(input.diastolic),
+            value=measured_value(input.value),
+            systolic=measured_value(input.systolic),
+            diastolic=measured_value(input.diastolic),
             context=input.context,
             measured_at=input.measured_at,
         )
         try:
-            reading = await care.record_reading(pk, new, _recorder(info.context.principal))
+            reading = await care.record_reading(pk, new, reading_recorder(info.context.principal))
         except USER_ERROR_TYPES as error:
             return RecordVitalSignPayload(reading=None, user_errors=user_errors(info, error))
         return RecordVitalSignPayload(
@@ -293,10 +293,10 @@ class VitalMutations:
         new = care.NewRange(
             measure=input.measure,
             context=input.context,
-            low=_decimal(input.low),
-            high=_decimal(input.high),
-            diastolic_low=_decimal(input.diastolic_low),
-            diastolic_high=_decimal(input.diastolic_high),
+            low=measured_value(input.low),
+            high=measured_value(input.high),
+            diastolic_low=measured_value(input.diastolic_low),
+            diastolic_high=measured_value(input.diastolic_high),
         )
         try:
             normal = await care.set_range(pk, new, principal.subject)
