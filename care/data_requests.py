@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from care import (
     assessment_records,
+    care_plans,
     emergency_contacts,
     family_log,
     health_record,
@@ -29,6 +30,7 @@ from care import (
     preferences,
     reports,
     residents,
+    tasks,
     timeline,
     vitals,
 )
@@ -93,6 +95,10 @@ def _or_erased(value: T | Erased) -> T:
     return value
 
 
+# Every due time a task can have: the export holds them all, past and materialized ahead.
+_EVER = (datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC))
+
+
 async def export_resident(resident_id: int) -> dict[str, Any]:
     """Everything held about the resident, as one JSON-ready document. NotFound; Erased (GONE) when the
     resident was erased (nothing personal is left to export)."""
@@ -144,6 +150,15 @@ async def export_resident(resident_id: int) -> dict[str, Any]:
                     resident_id, timeline.TimelineFilter(), after=after, limit=_PAGE
                 ),
                 lambda record: (record.occurred_at, record.id),
+            )
+        ),
+        "care_plan": _data(await care_plans.plan_of(resident_id)),
+        "care_tasks": _data(
+            await _all_pages(
+                lambda after: tasks.resident_tasks(
+                    resident_id, _EVER[0], _EVER[1], after_key=after, limit=_PAGE
+                ),
+                tasks.page_key,
             )
         ),
         "checkup_reports": [

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import pytest
 
-from care import family_log, health_record, preferences, vitals
+from care import care_plans, family_log, health_record, preferences, tasks, vitals
 from care.data_requests import EXPORT_FORMAT, ErasureReason, erase_resident, export_resident
 from care.models import CareLevel, Gender, Relationship
 from care.residents import (
@@ -22,6 +22,7 @@ from care.residents import (
     id_card_check_character,
     list_residents,
 )
+from compliance.principals import StaffRole
 from tenants.db import default_connection
 from tenants.errors import Conflict, Erased, ValidationFailed
 from tenants.models import Institution
@@ -79,6 +80,19 @@ async def _admit(name: str, phone: str, id_card: str | None = None) -> int:
     await preferences.set_preferences(
         resident.id, preferences.Preferences(religion="佛教", hobbies=("书法",)), recorded_by="account:1"
     )
+    await care_plans.add_item(
+        resident.id,
+        care_plans.NewItem(
+            kind=care_plans.TaskKind.OBSERVATION,
+            recurrence="FREQ=DAILY;BYHOUR=9;BYMINUTE=0",
+            duration_minutes=10,
+            label="晨间观察情绪",
+            role=StaffRole.CAREGIVER,
+        ),
+        recorded_by="account:1",
+        now=datetime(2026, 11, 30, tzinfo=UTC),
+    )
+    await tasks.materialize(datetime(2026, 11, 30, tzinfo=UTC))
     await family_log.record_family_communication(
         resident.id,
         family_log.NewFamilyCommunication(
@@ -109,8 +123,10 @@ async def test_the_export_holds_every_part_of_the_record(institution: Institutio
         "佛教",
         "书法",
         "告知入住适应情况良好",
+        "晨间观察情绪",
     ):
         assert value in text, value
+    assert len(document["care_plan"]) == 1 and len(document["care_tasks"]) == 7  # a week ahead
     assert document["resident"]["identity"]["birth_date"] == "1940-03-15"
     assert [r["value"] for r in document["vital_readings"]] == ["72"]
     assert len(document["family_communications"]) == 1 and document["photo"] is None
