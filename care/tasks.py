@@ -30,6 +30,9 @@ from care.care_plans import (
 )
 from care.notifications import TASK_OVERDUE, Notification, notify
 from care.sealed_rows import execute, open_row, padded, seal, text, unpadded, writable
+from compliance.audit import AuditEvent, record_events
+from compliance.audit.events import SYSTEM_KIND
+from compliance.consent import Category, Purpose
 from compliance.encryption import field_cipher
 from compliance.principals import StaffRole
 from tenants.errors import Conflict, InvalidInput, NotFound, raise_if_any
@@ -74,13 +77,14 @@ _COLUMNS = """id, item_id, item_version, resident_id, kind, due_at, duration_min
 # Materialization -------------------------------------------------------------------------------------
 
 
-async def _insert(items: Sequence[PlanItem], start: datetime, end: datetime) -> int:
+async def _insert(items: Sequence[PlanItem], start: datetime, end: datetime) -> list[int]:
+    """The tasks of `items` due in [start, end) that do not exist yet; the resident of each one added."""
     tz = zone()
     rows: list[tuple[PlanItem, datetime]] = [
         (found, due) for found in items for due in occurrences(found, start, end, tz)
     ]
     if not rows:
-        return 0
+        return []
     inserted = await execute(
         f"""INSERT INTO {TABLE} (item_id, item_version, resident_id, kind, due_at, duration_minutes,
                 assignee_role, assignee_account_id, measure)
@@ -95,7 +99,7 @@ async def _insert(items: Sequence[PlanItem], start: datetime, end: datetime) -> 
                 WHERE i.id = t.item_id AND i.current_version = t.item_version AND i.removed_at IS NULL
                 FOR SHARE
             )
-            ON CONFLICT (item_id, due_at) DO NOTHING RETURNING id""",
+            ON CONFLICT (item_id, due_at) DO NOTHING RETURNING resident_id""",
         [
             [found.id for found, _ in rows],
             [found.version for found, _ in rows],
@@ -108,13 +112,38 @@ async def _insert(items: Sequence[PlanItem], start: datetime, end: datetime) -> 
             [found.measure.value if found.measure else None for found, _ in rows],
         ],
     )
-    return len(inserted)
+    return [row["resident_id"] for row in inserted]
 
 
 async def materialize(now: datetime, horizon: timedelta = HORIZON) -> int:
     """Tasks of every plan item of the tenant due in [now, now + horizon) that do not exist yet; how
-    many were added."""
-    return await _insert(await active_items(), now, now + horizon)
+    many were added. The sweep acts for the institution under care delivery, for residents in residence
+    and not erased only (`active_items`): one audit event per resident it added tasks for."""
+    added = await _insert(await active_items(), now, now + horizon)
+    await _audit_sweep(MATERIALIZE_ACTION, added)
+    return len(added)
+
+
+# What the sweep (workers/care_tasks.py) records itself as, on the residents' audit trail.
+SWEEP_SUBJECT = "system:care-tasks"
+MATERIALIZE_ACTION = "task.materialize"
+ESCALATE_ACTION = "task.escalate"
+
+
+async def _audit_sweep(action: str, resident_ids: Iterable[int]) -> None:
+    await record_events(
+        [
+            AuditEvent(
+                principal_subject=SWEEP_SUBJECT,
+                principal_kind=SYSTEM_KIND,
+                action=action,
+                resident_id=resident_id,
+                data_categories=(Category.DAILY_CARE.value,),
+                purpose=Purpose.CARE_DELIVERY.value,
+            )
+            for resident_id in sorted(set(resident_ids))
+        ]
+    )
 
 
 async def rematerialize_item(item_id: int, now: datetime, horizon: timedelta = HORIZON) -> list[Task]:
@@ -127,7 +156,7 @@ async def rematerialize_item(item_id: int, now: datetime, horizon: timedelta = H
         found = await current_item_row(item_id)
     except NotFound:
         return []
-    await _insert([found], now, now + horizon)
+    await _insert([found], now, now + horizon)  # the request that edited the item is on the trail
     rows = await execute(
         f"SELECT {_COLUMNS} FROM {TABLE} WHERE item_id = $1 AND due_at >= $2 AND due_at < $3 ORDER BY due_at",
         [item_id, now, now + horizon],
@@ -341,6 +370,7 @@ async def escalate_overdue(now: datetime, grace: timedelta = GRACE) -> list[Task
         [now, grace],
     )
     escalated = sorted(await _opened(rows), key=lambda found: (found.due_at, found.id))
+    await _audit_sweep(ESCALATE_ACTION, (task.resident_id for task in escalated))
     for task in escalated:
         await notify(
             Notification(

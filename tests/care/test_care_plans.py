@@ -279,6 +279,15 @@ async def test_overdue_tasks_escalate_once(world: World) -> None:
         assert [tuple(row.values()) for row in outbox] == [
             ("task.overdue", ["head_nurse"], resident, "CareTask", escalated[0].id)
         ]
+        # The sweep's work is on the resident's audit trail, as the system acting for the institution.
+        _, audited = await default_connection().execute_query(
+            "SELECT principal_subject, principal_kind, action, resident_id, data_categories, purpose "
+            "FROM audit_event ORDER BY seq"
+        )
+        assert [tuple(row.values()) for row in audited] == [
+            ("system:care-tasks", "system", action, resident, ["daily_care"], "care_delivery")
+            for action in ("task.materialize", "task.escalate")
+        ]
         # A task checked off in time never escalates.
         tomorrow = await tasks.resident_tasks(
             resident, due + timedelta(days=1), due + timedelta(days=2), after_key=None, limit=5
