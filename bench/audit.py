@@ -28,7 +28,7 @@ import asyncpg
 from api.services import scratch_database
 from api.settings import REPO_ROOT
 from bench.search import write_section
-from bench.tenancy import describe_machine, percentile
+from bench.tenancy import describe_machine, machine_table, percentile
 from compliance.audit import AuditEvent, Outcome, record_event
 from compliance.audit.chain import COLUMNS, GENESIS_HASH, canonical_encoding
 from compliance.audit.checkpoints import checkpoint
@@ -204,9 +204,7 @@ def render(args: argparse.Namespace, figures: dict[str, float], machine: dict[st
         f"{figures['memory_before_mib']:.0f} MiB before, {figures['memory_after_mib']:.0f} MiB after "
         "(server-side cursor, constant memory).",
         "",
-        "| machine | |",
-        "| --- | --- |",
-        *(f"| {key} | {value} |" for key, value in machine.items()),
+        *machine_table(machine),
         "",
         SECTION_END,
     ]

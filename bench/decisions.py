@@ -41,7 +41,7 @@ from bench.page import (
     timed,
 )
 from bench.search import fill, ms, people, write_section
-from bench.tenancy import describe_machine, percentile
+from bench.tenancy import describe_machine, machine_table, percentile
 from compliance import consent
 from compliance.audit.events import AuditTrail
 from compliance.identity.access_tokens import AccessTokenClaims, encode_access_token
@@ -245,9 +245,7 @@ def render(
         "(50 events, and one consent query the staff page does not need), so the same milliseconds weigh "
         "more: the figure is shown as measured, not as a goal met.",
         "",
-        "| machine | |",
-        "| --- | --- |",
-        *(f"| {key} | {value} |" for key, value in machine.items()),
+        *machine_table(machine),
         "",
         SECTION_END,
     ]

@@ -34,7 +34,7 @@ from api.services import scratch_database
 from api.settings import REPO_ROOT, Settings
 from bench.identity_cipher import identity_cipher
 from bench.search import fill, ms, people, write_section
-from bench.tenancy import describe_machine, percentile
+from bench.tenancy import describe_machine, machine_table, percentile
 from care import health_record, vitals
 from compliance.identity.access_tokens import AccessTokenClaims, encode_access_token
 from compliance.identity.keys import signing_key
@@ -281,9 +281,7 @@ def render(
         f"ratios; goal: at most 15%); the medians differ by {ms(p50['encrypted'] - p50['identity'])} "
         f"({(ratio - 1) * 100:.1f}%).",
         "",
-        "| machine | |",
-        "| --- | --- |",
-        *(f"| {key} | {value} |" for key, value in machine.items()),
+        *machine_table(machine),
         "",
         SECTION_END,
     ]

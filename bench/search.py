@@ -31,7 +31,7 @@ import care.residents as residents
 from api.services import scratch_database
 from api.settings import REPO_ROOT
 from bench.identity_cipher import identity_cipher
-from bench.tenancy import describe_machine, percentile
+from bench.tenancy import describe_machine, machine_table, percentile
 from care.models import CareLevel, FamilyMember, Gender, Relationship, Resident
 from compliance.encryption import RootKeyring, field_cipher
 from tenants.db import asyncpg_dsn, close_database, open_database
@@ -227,9 +227,7 @@ def render(
         f"Encryption costs the page {ms(p50['page'] - p50['page_identity'])} at the median "
         f"({p50['page'] / p50['page_identity']:.2f}× the identity page).",
         "",
-        "| machine | |",
-        "| --- | --- |",
-        *(f"| {key} | {value} |" for key, value in machine.items()),
+        *machine_table(machine),
         "",
         SECTION_END,
     ]

@@ -250,6 +250,11 @@ def code_version() -> str:
     return f"commit {commit}{dirty}".replace("|", "\\|")
 
 
+def machine_table(machine: dict[str, str]) -> list[str]:
+    """The machine a benchmark ran on, as the Markdown table every section of docs/benchmarks.md ends with."""
+    return ["| machine | |", "| --- | --- |", *(f"| {key} | {value} |" for key, value in machine.items())]
+
+
 async def describe_machine(admin: asyncpg.Connection, dsn: str) -> dict[str, str]:
     settings = {
         row["name"]: row["setting"] + (row["unit"] or "")
