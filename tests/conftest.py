@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -26,6 +26,8 @@ from tenants.db import APP_DATABASE_URL_VARIABLE
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+
+    from tests.demo_support import SeededDemo
 
 TEST_CLIENT_ID = "yiyang-tests"
 REDIS_NAMESPACE = f"test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -197,6 +199,24 @@ async def world(app: object) -> World:
         await run_in_tenant(tenant_ref(institution), admit_all)
         names[institution.id] = admitted
     return World(institution_ids=ids, resident_names=names)
+
+
+@pytest.fixture(scope="session")
+async def seeded_demo(endpoints: Endpoints) -> AsyncIterator["SeededDemo"]:
+    """The demo world `yiyang seed` loads, on a database of its own, seeded once per test run."""
+    from tests.demo_support import seeded_demo_database
+
+    async with seeded_demo_database(endpoints.database_url) as demo:
+        yield demo
+
+
+@pytest.fixture
+async def migrated_database(endpoints: Endpoints) -> AsyncIterator[Callable[[], Awaitable[str]]]:
+    """Makes migrated databases without institutions, each its own; drops them after the test."""
+    from tests.demo_support import migrated_databases
+
+    async with migrated_databases(endpoints.database_url) as make:
+        yield make
 
 
 def _free_port() -> int:

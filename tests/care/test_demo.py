@@ -1,59 +1,20 @@
 """`yiyang seed` on a fresh database: the demo world a newcomer sees, loaded once.
 
-The ORM is one per process and the session's `app` fixture holds it open on the test database, so every
-seeding here runs in a subprocess, on a database of its own, and is checked with asyncpg.
+The world is seeded once per test run (the `seeded_demo` fixture, tests/demo_support.py): in a
+subprocess, on a database of its own, checked with asyncpg and decrypted through the domain.
 """
 
 import asyncio
-import contextlib
-import json
-import os
 import re
-import subprocess
-import sys
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
-import pytest
 
-from api.services import scratch_database
-from api.settings import REPO_ROOT
 from care.residents import id_card_birth_date, valid_id_card
-from tenants.migrate import migrate_all
-from tests.conftest import Endpoints
+from tests.demo_support import SeededDemo, decrypted, run_python, seed
 
 MOBILE = r"^1[3-9][0-9]{9}$"
-
-
-@pytest.fixture
-async def empty_database(endpoints: Endpoints) -> AsyncIterator[Callable[[], Awaitable[str]]]:
-    """Makes migrated databases without institutions; drops them afterwards."""
-    async with contextlib.AsyncExitStack() as stack:
-
-        async def make() -> str:
-            url = await stack.enter_async_context(scratch_database(endpoints.database_url, "yiyang_demo"))
-            await migrate_all(url)
-            return url
-
-        yield make
-
-
-def _python(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=REPO_ROOT,
-        env={**os.environ, "DATABASE_URL": database_url},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-async def _seed(database_url: str) -> subprocess.CompletedProcess[str]:
-    done = await asyncio.to_thread(_python, database_url, "-m", "api.cli", "seed")
-    assert done.returncode == 0, done.stderr
-    return done
 
 
 # Seeds with the ORM already open (as a test or a server would), passing a URL it must not use.
@@ -79,22 +40,18 @@ SEED_WITH_OPEN_ORM = textwrap.dedent(
 )
 
 
-async def decrypted(database_url: str) -> dict[str, dict]:
-    """Every institution's residents and family members as the domain decrypts them, by schema."""
-    done = await asyncio.to_thread(_python, database_url, "-m", "tests.care.decrypted_dump")
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
 def _undated(resident: dict) -> dict:
     """A decrypted resident without what follows today's date (birth date, ID-card number)."""
     return {k: v for k, v in resident.items() if k not in ("birth_date", "id_card_number")}
 
 
-async def _fingerprint(conn: asyncpg.Connection, database_url: str) -> list[tuple]:
+async def _fingerprint(
+    conn: asyncpg.Connection, database_url: str, plain: dict[str, dict] | None = None
+) -> list[tuple]:
     """Everything the seed chose except dates (those follow today's date); sealed fields decrypted (their
-    ciphertexts differ from one seeding to the next: random nonces, keys of their own)."""
-    plain = await decrypted(database_url)
+    ciphertexts differ from one seeding to the next: random nonces, keys of their own). `plain`: the
+    decrypted dump when the caller holds it already."""
+    plain = plain if plain is not None else await decrypted(database_url)
     rows = []
     for institution in await conn.fetch(
         "SELECT name, schema_name, bed_capacity FROM shared.institution ORDER BY id"
@@ -209,10 +166,9 @@ async def _check_ages(conn: asyncpg.Connection, schema: str, residents: list[dic
     assert min(years(b, a) for b, a in living) >= 60
 
 
-async def test_seed_builds_a_living_world_once(empty_database: Callable[[], Awaitable[str]]) -> None:
-    url = await empty_database()
-    first = await _seed(url)
-    assert "demo data:" in first.stdout
+async def test_seed_builds_a_living_world_once(seeded_demo: SeededDemo) -> None:
+    url, plain = seeded_demo.url, seeded_demo.plain
+    assert "demo data:" in seeded_demo.stdout
     conn = await asyncpg.connect(url)
     try:
         assert await conn.fetchval("SELECT count(*) FROM shared.chain") >= 2
@@ -223,14 +179,13 @@ async def test_seed_builds_a_living_world_once(empty_database: Callable[[], Awai
         assert len({row["chain_id"] for row in institutions if row["chain_id"] is not None}) >= 2
         living = [await _check_institution(conn, row["schema_name"]) for row in institutions]
         assert len(set(living)) > 3, "the number of residents should vary with the institution"
-        plain = await decrypted(url)
         today = await conn.fetchval("SELECT (now() AT TIME ZONE 'Asia/Shanghai')::date")
         for row in institutions:
             _check_identities(plain[row["schema_name"]], today)
             await _check_ages(conn, row["schema_name"], plain[row["schema_name"]]["residents"])
 
-        before = await _fingerprint(conn, url)
-        second = await _seed(url)
+        before = await _fingerprint(conn, url, plain)
+        second = await seed(url)
         assert "not loaded" in second.stdout
         assert await _fingerprint(conn, url) == before
     finally:
@@ -238,23 +193,24 @@ async def test_seed_builds_a_living_world_once(empty_database: Callable[[], Awai
 
 
 async def test_seed_uses_an_open_orm_and_is_deterministic(
-    empty_database: Callable[[], Awaitable[str]],
+    seeded_demo: SeededDemo, migrated_database: Callable[[], Awaitable[str]]
 ) -> None:
-    first_url, second_url = await empty_database(), await empty_database()
-    await _seed(first_url)
-    loaded = await asyncio.to_thread(_python, second_url, "-c", SEED_WITH_OPEN_ORM)
+    second_url = await migrated_database()
+    loaded = await asyncio.to_thread(run_python, second_url, "-c", SEED_WITH_OPEN_ORM)
     assert loaded.returncode == 0, loaded.stderr
     institutions, residents, skipped, registered = loaded.stdout.split()
     assert (institutions, skipped, registered) == ("12", "False", "12")
     assert int(residents) > 12 * 40
 
-    again = await asyncio.to_thread(_python, second_url, "-c", SEED_WITH_OPEN_ORM)
+    again = await asyncio.to_thread(run_python, second_url, "-c", SEED_WITH_OPEN_ORM)
     assert again.returncode == 0, again.stderr
     assert again.stdout.split()[2:] == ["True", "12"]
 
-    first, second = await asyncpg.connect(first_url), await asyncpg.connect(second_url)
+    first, second = await asyncpg.connect(seeded_demo.url), await asyncpg.connect(second_url)
     try:
-        assert await _fingerprint(first, first_url) == await _fingerprint(second, second_url)
+        assert await _fingerprint(first, seeded_demo.url, seeded_demo.plain) == await _fingerprint(
+            second, second_url
+        )
     finally:
         await first.close()
         await second.close()

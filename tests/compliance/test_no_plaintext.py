@@ -3,11 +3,10 @@ tenant schema is read whole (what pg_dump would write) and searched for the name
 phones that were admitted or seeded, as text and as UTF-8 inside bytea.
 
 Two databases: the test world plus admissions with ID-card numbers, phones and family members here; and
-the demo data seeded into a scratch database (`yiyang seed`, as tests/care/test_demo.py does), whose
+the demo data seeded into a scratch database once per run (`seeded_demo`, tests/demo_support.py), whose
 plaintexts are known by decrypting them through the domain.
 """
 
-from collections.abc import Awaitable, Callable
 from datetime import date
 
 import ahocorasick
@@ -27,8 +26,8 @@ from tenants.db import asyncpg_dsn
 from tenants.models import Institution
 from tenants.registry import tenant_ref
 from tenants.unit_of_work import run_in_tenant
-from tests.care.test_demo import _seed, decrypted, empty_database  # noqa: F401 (a fixture)
 from tests.conftest import World
+from tests.demo_support import SeededDemo
 
 SEPARATOR = "\n\x00\n"
 
@@ -122,12 +121,8 @@ async def test_no_identity_in_plaintext_in_the_test_world(app: object, world: Wo
         await conn.close()
 
 
-async def test_no_identity_or_health_data_in_plaintext_in_the_demo_data(
-    empty_database: Callable[[], Awaitable[str]],  # noqa: F811
-) -> None:
-    url = await empty_database()
-    await _seed(url)
-    plain = await decrypted(url)
+async def test_no_identity_or_health_data_in_plaintext_in_the_demo_data(seeded_demo: SeededDemo) -> None:
+    url, plain = seeded_demo.url, seeded_demo.plain
     needles: set[str] = set()
     record_texts: set[str] = set()
     for institution in plain.values():
