@@ -78,7 +78,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await close_database()
 
     async def metrics_endpoint(request: Request) -> Response:
-        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        body = await metrics.exposition_with_workers(request.app.state.redis, settings.redis_namespace)
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     app = Starlette(
         routes=[

@@ -43,12 +43,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from arq.worker import run_worker
+    from workers.runner import main as run_workers
 
-    from workers.settings import WorkerSettings
-
-    run_worker(WorkerSettings)  # type: ignore[arg-type]
-    return 0
+    return run_workers(args.queue or ["short", "long"])
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
@@ -298,6 +295,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from bench.decisions import main as bench_decisions
 
         return bench_decisions(args.rest)
+    if args.suite == "sweep":
+        from bench.sweep import main as bench_sweep
+
+        return bench_sweep(args.rest)
     if args.suite == "page":
         from bench.page import main as bench_page
 
@@ -331,7 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(handler=_cmd_serve)
 
-    commands.add_parser("worker", help="run an arq worker").set_defaults(handler=_cmd_worker)
+    worker = commands.add_parser("worker", help="run the arq workers of both queues (short, long)")
+    worker.add_argument(
+        "--queue", action="append", choices=["short", "long"], help="repeatable; default: both queues"
+    )
+    worker.set_defaults(handler=_cmd_worker)
 
     migrate = commands.add_parser("migrate", help="migrate the shared schema and every tenant schema")
     migrate.add_argument("--concurrency", type=int, default=8)
@@ -408,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.set_defaults(handler=_cmd_audit)
 
     bench = commands.add_parser("bench", help="benchmarks; `yiyang bench tenancy --help`")
-    bench.add_argument("suite", choices=["tenancy", "search", "page", "decisions", "audit"])
+    bench.add_argument("suite", choices=["tenancy", "search", "page", "decisions", "audit", "sweep"])
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(handler=_cmd_bench)
     return parser

@@ -28,7 +28,7 @@ from api.settings import REPO_ROOT
 DEFAULT_DATA_DIR = REPO_ROOT / "var"
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _SEEDED_MARKER = "demo-seeded.json"
-_CHILD_STOP_SECONDS = 15
+_CHILD_STOP_SECONDS = 30  # the worker lets running jobs finish for 20 s (workers/settings.py)
 
 
 class _Stop(Exception):

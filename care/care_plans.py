@@ -234,6 +234,18 @@ async def _is_staff(account_id: int, institution_id: int) -> bool:
     return bool(rows)
 
 
+def assignable_role(role: StaffRole | None, name: str, problems: list[InvalidInput]) -> StaffRole | None:
+    """`role` if tasks may be assigned to it (`ASSIGNABLE_ROLES`); else a problem on `name`, and None."""
+    if role in ASSIGNABLE_ROLES:
+        return role
+    problems.append(
+        InvalidInput(
+            "Unknown role; one of: {roles}.", field=name, roles=", ".join(r.value for r in ASSIGNABLE_ROLES)
+        )
+    )
+    return None
+
+
 async def check_item(new: NewItem, now: datetime) -> _Checked:
     """`new` cleaned, or ValidationFailed with every problem."""
     problems: list[InvalidInput] = []
@@ -261,15 +273,7 @@ async def check_item(new: NewItem, now: datetime) -> _Checked:
             role = StaffRole(new.role)
         except ValueError:
             role = None
-        if role not in ASSIGNABLE_ROLES:
-            problems.append(
-                InvalidInput(
-                    "Unknown role; one of: {roles}.",
-                    field="assigneeRole",
-                    roles=", ".join(r.value for r in ASSIGNABLE_ROLES),
-                )
-            )
-            role = None
+        role = assignable_role(role, "assigneeRole", problems)
     elif new.caregiver_id is not None and not await _is_staff(
         new.caregiver_id, current_tenant().institution_id
     ):

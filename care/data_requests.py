@@ -30,9 +30,12 @@ from care import (
     preferences,
     reports,
     residents,
+    sops,
     tasks,
     timeline,
+    vital_rules,
     vitals,
+    work_orders,
 )
 from care.models import FamilyMember
 from care.sealed_rows import ERASED, execute
@@ -161,6 +164,15 @@ async def export_resident(resident_id: int) -> dict[str, Any]:
                 tasks.page_key,
             )
         ),
+        "vital_rule_firings": _data(
+            await _all_pages(
+                lambda before: vital_rules.firings_of(resident_id, before_id=before, limit=_PAGE),
+                lambda firing: firing.id,
+            )
+        ),
+        "sop_butler_account_id": await sops.butler_of(resident_id),
+        "sop_instances": _data(await sops.instances_of(resident_id)),
+        "work_orders": await _work_orders(resident_id),
         "checkup_reports": [
             {"meta": _data(meta), "file": _data(await reports.report_file(resident_id, meta.id))}
             for meta in report_list
@@ -168,6 +180,17 @@ async def export_resident(resident_id: int) -> dict[str, Any]:
     }
     # Through JSON once: what goes out is exactly what a client receives, and nothing is left unencodable.
     return json.loads(json.dumps(document, default=_plain, ensure_ascii=False))
+
+
+async def _work_orders(resident_id: int) -> list[dict[str, Any]]:
+    """The work orders about the resident, each with its comments and history."""
+    found = await work_orders.resident_work_orders(resident_id)
+    ids = [order.id for order in found]
+    comments, events = await work_orders.comments_of(ids), await work_orders.events_of(ids)
+    return [
+        {**_data(order), "comments": _data(comments[order.id]), "history": _data(events[order.id])}
+        for order in found
+    ]
 
 
 class ErasureReason(StrEnum):

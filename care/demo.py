@@ -20,6 +20,8 @@ from tortoise import Tortoise, connections
 from care import assessment_records, emergency_contacts, family_log, photos, preferences, reports, timeline
 from care.demo_accounts import seed_demo_accounts
 from care.demo_health import seed_health_records, seed_vitals
+from care.demo_sops import seed_demo_sops
+from care.demo_work_orders import seed_demo_work_orders
 from care.models import (
     CareLevel,
     DischargeReason,
@@ -426,6 +428,8 @@ async def _load(seed: int) -> SeedReport:
         institutions.append(institution)
     regions = await Region.filter(code__in=list(REGIONS)).order_by("code")
     accounts = await seed_demo_accounts(institutions, chains, list(regions))
+    await seed_demo_work_orders(institutions, seed)
+    await seed_demo_sops(institutions)
     return SeedReport(
         len(chains),
         len(INSTITUTIONS),

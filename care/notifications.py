@@ -51,7 +51,21 @@ LONGEST_RETRY = timedelta(hours=1)
 TASK_OVERDUE = "A care task for a resident is overdue."
 VITAL_NEEDS_ATTENTION = "A vital sign reading of a resident needs attention."
 SOP_STEP_DUE = "A step of a resident's care procedure is due."
-MESSAGES = (TASK_OVERDUE, VITAL_NEEDS_ATTENTION, SOP_STEP_DUE)
+SOP_STEP_MISSED = "A step of a resident's care procedure was missed."
+WORK_ORDER_CREATED = "A new work order was raised for your department."
+WORK_ORDER_SLA_BREACHED = "A work order missed its service-level deadline."
+WORK_ORDER_RESOLVED = "A work order you raised was resolved."
+VITAL_RULE_FIRED = "A rule on the vital signs of a resident fired."
+MESSAGES = (
+    TASK_OVERDUE,
+    VITAL_NEEDS_ATTENTION,
+    SOP_STEP_DUE,
+    SOP_STEP_MISSED,
+    WORK_ORDER_CREATED,
+    WORK_ORDER_SLA_BREACHED,
+    WORK_ORDER_RESOLVED,
+    VITAL_RULE_FIRED,
+)
 EMAIL_SUBJECT = "Yiyang notification"
 EMAIL_FOOTER = "Sign in to Yiyang to see the details."
 EMAIL_TEXTS = (EMAIL_SUBJECT, EMAIL_FOOTER)
@@ -96,8 +110,8 @@ class Notification:
 
 
 async def notify(notification: Notification) -> int | None:
-    """Write `notification` to the outbox in the current unit of work. Its id, or None when its cause was
-    notified already."""
+    """Write `notification` to the outbox in the current unit of work, and its webhook deliveries. Its id,
+    or None when its cause was notified already."""
     current_tenant()
     rows = await default_connection().execute_query_dict(
         """INSERT INTO notification_outbox
@@ -120,7 +134,14 @@ async def notify(notification: Notification) -> int | None:
             notification.not_before,
         ],
     )
-    return rows[0]["id"] if rows else None
+    if not rows:
+        return None
+    # Signed webhooks to the integrator endpoints subscribed to the kind, in the same transaction
+    # (care/webhooks.py imports this module: imported here).
+    from care.webhooks import enqueue
+
+    await enqueue(rows[0]["id"], notification.kind, notification.not_before)
+    return rows[0]["id"]
 
 
 # --- e-mail ---------------------------------------------------------------------------------------
@@ -131,6 +152,9 @@ class Email:
     to: str
     subject: str
     body: str
+    # The same for every attempt at one (notification, address): a resend after a crash between the
+    # server's acceptance and our commit is recognisably the same message (receivers de-duplicate).
+    message_id: str | None = None
 
 
 class MailError(Exception):
@@ -162,6 +186,8 @@ class SmtpMailer:
         message["From"] = self.settings.mail_from
         message["To"] = email.to
         message["Subject"] = email.subject
+        if email.message_id:
+            message["Message-ID"] = email.message_id
         message.set_content(email.body)
         payload = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
         sender = self.settings.mail_from
@@ -363,7 +389,8 @@ async def _mail(
             [outbox_id, recipient.account_id, recipient.email],
         )
     _, unsent = await connection.execute_query(
-        "SELECT id, address FROM notification_email WHERE outbox_id = $1 AND sent_at IS NULL ORDER BY id",
+        "SELECT id, account_id, address FROM notification_email WHERE outbox_id = $1 AND sent_at IS NULL"
+        " ORDER BY id",
         [outbox_id],
     )
     subject, body = email_of(message, params)
@@ -371,7 +398,9 @@ async def _mail(
     failure: str | None = None
     for row in unsent:
         try:
-            answer = await mailer.send(Email(to=row["address"], subject=subject, body=body))
+            institution_id, account_id = current_tenant().institution_id, row["account_id"]
+            message_id = f"<notification.{institution_id}.{outbox_id}.{account_id}@yiyang>"
+            answer = await mailer.send(Email(row["address"], subject, body, message_id))
         except MailError as exc:
             failure = failure or str(exc)
             await connection.execute_query(

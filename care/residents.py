@@ -520,6 +520,9 @@ async def admit_resident(admission: Admission) -> ResidentRecord:
         # The id is spent and no row has it: its fresh data key goes too, leaving nothing half-written.
         await Resident._choose_db().execute_query("DELETE FROM data_key WHERE subject_id = $1", [pk])
         raise
+    from care import sops  # SOP instances anchored on admission, in this unit of work (care/sops.py)
+
+    await sops.on_admission(pk, admission.admission_date)
     return _plain_record(_model_row(resident), identity, None)
 
 
@@ -645,6 +648,9 @@ async def discharge_resident(resident_id: int, discharge: Discharge) -> Resident
     resident.discharged_on = discharge.discharged_on
     resident.discharge_reason = discharge.reason
     await resident.save()
+    from care import sops  # the open SOP steps end, the discharge instances start (care/sops.py)
+
+    await sops.on_discharge(resident.id, discharge.discharged_on)
     (record,) = await _records([_model_row(resident)])
     return record
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from care import vitals
 from care.care_plans import (
@@ -29,7 +29,7 @@ from care.care_plans import (
     zone,
 )
 from care.notifications import TASK_OVERDUE, Notification, notify
-from care.sealed_rows import execute, open_row, padded, seal, text, unpadded, writable
+from care.sealed_rows import execute, opened_texts, padded, seal, text, writable
 from compliance.audit import AuditEvent, record_events
 from compliance.audit.events import SYSTEM_KIND
 from compliance.consent import Category, Purpose
@@ -53,8 +53,8 @@ class TaskStatus(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Task:
     id: int
-    item_id: int
-    item_version: int
+    item_id: int | None  # None: the task comes from a rule's firing (care/vital_rules.py)
+    item_version: int | None
     resident_id: int
     kind: TaskKind
     due_at: datetime
@@ -68,10 +68,11 @@ class Task:
     reading_id: int | None
     note: str | None  # the result (done) or the reason (not done)
     escalated_at: datetime | None
+    rule_firing_id: int | None = None  # set when the task comes from a rule over vitals
 
 
 _COLUMNS = """id, item_id, item_version, resident_id, kind, due_at, duration_minutes, assignee_role,
-    assignee_account_id, measure, status, done_at, done_by, reading_id, note, escalated_at"""
+    assignee_account_id, measure, status, done_at, done_by, reading_id, note, escalated_at, rule_firing_id"""
 
 
 # Materialization -------------------------------------------------------------------------------------
@@ -120,7 +121,7 @@ async def materialize(now: datetime, horizon: timedelta = HORIZON) -> int:
     many were added. The sweep acts for the institution under care delivery, for residents in residence
     and not erased only (`active_items`): one audit event per resident it added tasks for."""
     added = await _insert(await active_items(), now, now + horizon)
-    await _audit_sweep(MATERIALIZE_ACTION, added)
+    await audit_sweep(MATERIALIZE_ACTION, added)
     return len(added)
 
 
@@ -130,11 +131,12 @@ MATERIALIZE_ACTION = "task.materialize"
 ESCALATE_ACTION = "task.escalate"
 
 
-async def _audit_sweep(action: str, resident_ids: Iterable[int]) -> None:
+async def audit_sweep(action: str, resident_ids: Iterable[int], *, subject: str = SWEEP_SUBJECT) -> None:
+    """One event per resident a system sweep (`subject`) acted for, under care delivery."""
     await record_events(
         [
             AuditEvent(
-                principal_subject=SWEEP_SUBJECT,
+                principal_subject=subject,
                 principal_kind=SYSTEM_KIND,
                 action=action,
                 resident_id=resident_id,
@@ -164,19 +166,24 @@ async def rematerialize_item(item_id: int, now: datetime, horizon: timedelta = H
     return await _opened(rows)
 
 
+async def add_rule_task(
+    firing_id: int, resident_id: int, *, role: StaffRole, due_at: datetime, duration_minutes: int
+) -> int:
+    """The task of a rule's firing (care/vital_rules.py): an observation for `role`, once per firing."""
+    rows = await execute(
+        f"""INSERT INTO {TABLE} (rule_firing_id, resident_id, kind, due_at, duration_minutes, assignee_role)
+            VALUES ($1, $2, $3, $4, $5, $6) RETURNING id""",
+        [firing_id, resident_id, TaskKind.OBSERVATION.value, due_at, duration_minutes, role.value],
+    )
+    return rows[0]["id"]
+
+
 # Reading ---------------------------------------------------------------------------------------------
 
 
 async def _opened(rows: Iterable[Mapping[str, Any]]) -> list[Task]:
     rows = list(rows)
-    sealed = [row for row in rows if row["note"] is not None]
-    notes: dict[int, str] = {}
-    if sealed:
-        cipher = await field_cipher()
-        await cipher.load_data_keys({row["resident_id"] for row in sealed})
-        for row in sealed:
-            opened = await open_row(cipher, TABLE, row, (NOTE_COLUMN,))
-            notes[row["id"]] = unpadded(opened[NOTE_COLUMN] or b"")
+    notes = await opened_texts(TABLE, rows, NOTE_COLUMN)
     return [
         Task(
             id=row["id"],
@@ -195,6 +202,7 @@ async def _opened(rows: Iterable[Mapping[str, Any]]) -> list[Task]:
             reading_id=row["reading_id"],
             note=notes.get(row["id"]),
             escalated_at=row["escalated_at"],
+            rule_firing_id=row["rule_firing_id"],
         )
         for row in rows
     ]
@@ -215,15 +223,24 @@ async def resident_of_task(task_id: int) -> int:
     return rows[0]["resident_id"]
 
 
-# Keyset pages ordered by (due_at, id): one integer cursor key holds both.
+# Keyset pages ordered by (due_at, id): one integer cursor key holds both (tasks, SOP steps).
 _ID_BITS = 40
 
 
-def page_key(found: Task) -> int:
+class Due(Protocol):
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def due_at(self) -> datetime: ...
+
+
+def page_key(found: Due) -> int:
     return int(found.due_at.timestamp()) << _ID_BITS | found.id
 
 
-def _after(key: int | None) -> tuple[datetime, int]:
+def keyset_after(key: int | None) -> tuple[datetime, int]:
+    """The (due_at, id) a page starts after, from its cursor key (None: the first page)."""
     if key is None:
         return datetime(1970, 1, 1, tzinfo=UTC), 0
     return datetime.fromtimestamp(key >> _ID_BITS, UTC), key & ((1 << _ID_BITS) - 1)
@@ -233,7 +250,7 @@ async def resident_tasks(
     resident_id: int, start: datetime, end: datetime, *, after_key: int | None, limit: int
 ) -> list[Task]:
     """The resident's tasks due in [start, end), by due time."""
-    after_due, after_id = _after(after_key)
+    after_due, after_id = keyset_after(after_key)
     rows = await execute(
         f"""SELECT {_COLUMNS} FROM {TABLE} WHERE resident_id = $1 AND due_at >= $2 AND due_at < $3
                 AND (date_trunc('second', due_at), id) > ($4, $5)
@@ -267,7 +284,7 @@ async def tasks_of_caregiver(
 ) -> list[Task]:
     """A member of staff's tasks of a local day: those named to them and those of one of their roles."""
     start, end = day_bounds(day)
-    after_due, after_id = _after(after_key)
+    after_due, after_id = keyset_after(after_key)
     rows = await execute(
         f"""SELECT {_COLUMNS} FROM {TABLE} WHERE due_at >= $1 AND due_at < $2 AND {_MINE}
                 AND (date_trunc('second', due_at), id) > ($5, $6)
@@ -370,7 +387,7 @@ async def escalate_overdue(now: datetime, grace: timedelta = GRACE) -> list[Task
         [now, grace],
     )
     escalated = sorted(await _opened(rows), key=lambda found: (found.due_at, found.id))
-    await _audit_sweep(ESCALATE_ACTION, (task.resident_id for task in escalated))
+    await audit_sweep(ESCALATE_ACTION, (task.resident_id for task in escalated))
     for task in escalated:
         await notify(
             Notification(

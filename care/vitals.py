@@ -536,7 +536,7 @@ async def record_reading(resident_id: int, new: NewReading, recorder: Recorder) 
             sealed,
         ],
     )
-    return Reading(
+    reading = Reading(
         id=reading_id,
         resident_id=resident_id,
         measure=new.measure,
@@ -549,6 +549,11 @@ async def record_reading(resident_id: int, new: NewReading, recorder: Recorder) 
         flag=flag,
         range=normal,
     )
+    # The institution's rules over vitals, in the same unit of work (care/vital_rules.py imports this module).
+    from care.vital_rules import evaluate_after_reading
+
+    await evaluate_after_reading(reading, now)
+    return reading
 
 
 _READING_COLUMNS = "id, resident_id, measure, measured_at, recorded_at, source, reading"

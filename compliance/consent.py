@@ -289,6 +289,9 @@ _CATEGORY_OF: dict[Action, Category] = {
     Action.CARE_PLAN_EDIT: Category.DAILY_CARE,
     Action.TASK_VIEW: Category.DAILY_CARE,
     Action.TASK_COMPLETE: Category.DAILY_CARE,
+    Action.SOP_STEP_VIEW: Category.DAILY_CARE,
+    Action.SOP_STEP_COMPLETE: Category.DAILY_CARE,
+    Action.RESIDENT_BUTLER_ASSIGN: Category.DAILY_CARE,
 }
 
 

@@ -39,6 +39,8 @@ class Action(StrEnum):
     VITALS_VIEW = "vitals.view"
     VITALS_RECORD = "vitals.record"
     VITAL_RANGES_SET = "vital_ranges.set"  # a resident's own normal ranges
+    VITAL_RULE_VIEW = "vital_rule.view"  # the institution's rules over vitals (care/vital_rules.py)
+    VITAL_RULE_EDIT = "vital_rule.edit"  # add, edit (a new version) and retire them
     ASSESSMENT_VIEW = "assessment.view"  # ability assessments (GB/T 42195, Barthel), care-level suggestion
     ASSESSMENT_RECORD = "assessment.record"  # record an assessment, apply its care-level suggestion
     SERVICE_RECORD_VIEW = "service_record.view"  # the service timeline: care, meals, visits, observations
@@ -58,6 +60,16 @@ class Action(StrEnum):
     CARE_PLAN_EDIT = "care_plan.edit"  # add, edit and remove plan items (their tasks follow)
     TASK_VIEW = "task.view"  # tasks materialized from the plans: a resident's, one's own of a day
     TASK_COMPLETE = "task.complete"  # check a task off with its result, or mark it not done
+    SOP_TEMPLATE_VIEW = "sop_template.view"  # SOP templates of the institution and of its chain
+    SOP_TEMPLATE_EDIT = "sop_template.edit"  # create, edit (a new version) and retire them
+    SOP_STEP_VIEW = "sop_step.view"  # a resident's SOP instances and steps; one's own steps of a day
+    SOP_STEP_COMPLETE = "sop_step.complete"  # complete a step (with its outcome record) or skip it
+    RESIDENT_BUTLER_ASSIGN = "resident_butler.assign"  # name the resident's butler
+    WORK_ORDER_RAISE = "work_order.raise"  # raise a work order; follow one's own up (comment, close, rate)
+    WORK_ORDER_VIEW = "work_order.view"  # the institution's work orders (family accounts: their own)
+    WORK_ORDER_HANDLE = "work_order.handle"  # acknowledge, assign, work on, resolve, comment, cancel
+    WORK_ORDER_CONFIGURE = "work_order.configure"  # routing rules and SLA policies
+    WORK_ORDER_KPI_VIEW = "work_order.kpi_view"  # response and resolution figures per category
     STAFF_VIEW = "staff.view"
     STAFF_MANAGE = "staff.manage"
     CLIENT_MANAGE = "client.manage"  # integrator clients of an institution or chain
@@ -71,6 +83,10 @@ class Action(StrEnum):
     ACCESS_REPORT_EXPORT = "access_report.export"  # the same report as a CSV file
     ACCOUNT_SELF = "account.self"  # one's own account: password, second factor
     NOTIFICATION_INBOX = "notification.inbox"  # one's own notifications in the acting institution
+    DEAD_LETTER_VIEW = "dead_letter.view"  # background jobs that failed for good (workers/dead_letters.py)
+    DEAD_LETTER_RETRY = "dead_letter.retry"  # run such a job again
+    WEBHOOK_VIEW = "webhook.view"  # integrator webhook endpoints and their delivery log
+    WEBHOOK_MANAGE = "webhook.manage"  # register, change, disable them, rotate their secrets
 
 
 class Level(StrEnum):
@@ -151,6 +167,12 @@ PERMISSIONS: dict[Action, Grant] = {
         Level.RESIDENT, staff=_CLINICAL | {StaffRole.CAREGIVER}, scopes=frozenset({WRITE_VITALS})
     ),
     Action.VITAL_RANGES_SET: Grant(Level.RESIDENT, staff=frozenset({StaffRole.HEAD_NURSE, StaffRole.DOCTOR})),
+    # Rules over vitals are the institution's configuration (no resident's data): the clinical roles read
+    # them, those who set residents' ranges and the admin keep them. A resident's firings are read as vitals.
+    Action.VITAL_RULE_VIEW: Grant(Level.INSTITUTION, staff=_ADMIN | _CLINICAL),
+    Action.VITAL_RULE_EDIT: Grant(
+        Level.INSTITUTION, staff=_ADMIN | frozenset({StaffRole.HEAD_NURSE, StaffRole.DOCTOR})
+    ),
     # Assessments: recorded by the clinical roles and the admin (who settles care-level disputes); read
     # by caregivers too, whose daily care follows the assessed level. Family members follow consent.
     Action.ASSESSMENT_VIEW: Grant(Level.RESIDENT, staff=_ADMIN | _CLINICAL | {StaffRole.CAREGIVER}),
@@ -203,6 +225,48 @@ PERMISSIONS: dict[Action, Grant] = {
     Action.CARE_PLAN_EDIT: Grant(Level.RESIDENT, staff=_CLINICAL),
     Action.TASK_VIEW: Grant(Level.RESIDENT, staff=_ADMIN | _CLINICAL | {StaffRole.CAREGIVER}),
     Action.TASK_COMPLETE: Grant(Level.RESIDENT, staff=_CLINICAL | {StaffRole.CAREGIVER}),
+    # SOPs (care/sops.py): the admin and the head nurse keep the institution's templates, the chain admin the
+    # chain's; whoever carries steps out reads them. Steps mostly contact the family (the butler's work,
+    # recorded in the family log), so their readers and doers are the family log's; the admin and the
+    # head nurse name each resident's butler.
+    Action.SOP_TEMPLATE_VIEW: Grant(
+        Level.INSTITUTION,
+        staff=_ADMIN | {StaffRole.HEAD_NURSE, StaffRole.NURSE, StaffRole.BUTLER},
+        chain=_ALL_CHAIN,
+    ),
+    Action.SOP_TEMPLATE_EDIT: Grant(
+        Level.INSTITUTION, staff=_ADMIN | {StaffRole.HEAD_NURSE}, chain=_CHAIN_ADMIN
+    ),
+    Action.SOP_STEP_VIEW: Grant(
+        Level.RESIDENT, staff=_ADMIN | {StaffRole.HEAD_NURSE, StaffRole.NURSE, StaffRole.BUTLER}
+    ),
+    Action.SOP_STEP_COMPLETE: Grant(
+        Level.RESIDENT, staff=frozenset({StaffRole.HEAD_NURSE, StaffRole.NURSE, StaffRole.BUTLER})
+    ),
+    Action.RESIDENT_BUTLER_ASSIGN: Grant(Level.RESIDENT, staff=_ADMIN | {StaffRole.HEAD_NURSE}),
+    # Work orders (care/work_orders.py): anyone on the staff raises one (a broken lamp) and so does a family
+    # account, for a resident it follows (schema/work_orders.py narrows what it sees to its own); the
+    # departments' roles handle them; the admin sets routing and deadlines and reads the figures with the
+    # head nurse and the chain. Work orders about a resident are decided and audited through
+    # schema/resident_access.py as well.
+    Action.WORK_ORDER_RAISE: Grant(Level.INSTITUTION, staff=_ALL_STAFF, family=True),
+    Action.WORK_ORDER_VIEW: Grant(Level.INSTITUTION, staff=_ALL_STAFF, family=True),
+    Action.WORK_ORDER_HANDLE: Grant(
+        Level.INSTITUTION,
+        staff=_ADMIN
+        | {
+            StaffRole.HEAD_NURSE,
+            StaffRole.NURSE,
+            StaffRole.CAREGIVER,
+            StaffRole.BUTLER,
+            StaffRole.FINANCE,
+            StaffRole.LOGISTICS,
+        },
+    ),
+    Action.WORK_ORDER_CONFIGURE: Grant(Level.INSTITUTION, staff=_ADMIN, chain=_CHAIN_ADMIN),
+    Action.WORK_ORDER_KPI_VIEW: Grant(
+        Level.INSTITUTION, staff=_ADMIN | {StaffRole.HEAD_NURSE}, chain=_ALL_CHAIN
+    ),
     Action.STAFF_VIEW: Grant(Level.INSTITUTION, staff=_ADMIN | {StaffRole.HEAD_NURSE}, chain=_ALL_CHAIN),
     Action.STAFF_MANAGE: Grant(Level.INSTITUTION, staff=_ADMIN, chain=_CHAIN_ADMIN),
     Action.CLIENT_MANAGE: Grant(Level.INSTITUTION, staff=_ADMIN, chain=_CHAIN_ADMIN),
@@ -231,6 +295,20 @@ PERMISSIONS: dict[Action, Grant] = {
     # One's own inbox (care/notifications.py): every staff role of the acting institution, where the
     # notifications live; the rows read are the caller's own. Family accounts come with the family app.
     Action.NOTIFICATION_INBOX: Grant(Level.INSTITUTION, staff=_ALL_STAFF),
+    # Failed background jobs (the platform's table): operators all of them (a failure of the platform,
+    # e.g. a sweep that could not read the registry, belongs to no institution); an institution's admin
+    # those that failed in the institution (its sweep), to retry once the cause is fixed. Ids only.
+    Action.DEAD_LETTER_VIEW: Grant(Level.PLATFORM, staff=_ADMIN, operator=True),
+    Action.DEAD_LETTER_RETRY: Grant(Level.PLATFORM, staff=_ADMIN, operator=True),
+    # Webhooks (care/webhooks.py): whoever manages integrator clients manages their endpoints; an
+    # integrator client that reads the institution's residents manages its own (schema/webhooks.py
+    # narrows it to them). Events carry ids only, and those about a resident follow consent.
+    Action.WEBHOOK_VIEW: Grant(
+        Level.INSTITUTION, staff=_ADMIN, chain=_CHAIN_ADMIN, scopes=frozenset({READ_RESIDENTS})
+    ),
+    Action.WEBHOOK_MANAGE: Grant(
+        Level.INSTITUTION, staff=_ADMIN, chain=_CHAIN_ADMIN, scopes=frozenset({READ_RESIDENTS})
+    ),
 }
 
 

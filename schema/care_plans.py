@@ -87,12 +87,15 @@ class CarePlanType:
     items: list[CarePlanItemType]
 
 
-@strawberry.type(name="CareTask", description="A task materialized from a care plan item.")
+@strawberry.type(name="CareTask", description="A task materialized from a care plan item, or made by a rule.")
 class CareTaskType:
     id: strawberry.ID
     resident_id: strawberry.ID
-    item_id: strawberry.ID
-    item_version: int
+    item_id: strawberry.ID | None = strawberry.field(description="The CarePlanItem (none for a rule's task).")
+    item_version: int | None
+    rule_firing_id: strawberry.ID | None = strawberry.field(
+        description="The VitalRuleFiring that created the task (none for a care plan's task)."
+    )
     kind: TaskKindEnum
     due_at: datetime
     duration_minutes: int
@@ -114,8 +117,13 @@ class CareTaskType:
         return cls(
             id=strawberry.ID(encode_id("CareTask", institution_id, found.id)),
             resident_id=strawberry.ID(encode_id("Resident", institution_id, found.resident_id)),
-            item_id=strawberry.ID(encode_id("CarePlanItem", institution_id, found.item_id)),
+            item_id=None
+            if found.item_id is None
+            else strawberry.ID(encode_id("CarePlanItem", institution_id, found.item_id)),
             item_version=found.item_version,
+            rule_firing_id=None
+            if found.rule_firing_id is None
+            else strawberry.ID(encode_id("VitalRuleFiring", institution_id, found.rule_firing_id)),
             kind=found.kind,
             due_at=found.due_at,
             duration_minutes=found.duration_minutes,

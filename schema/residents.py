@@ -26,7 +26,9 @@ from schema import family_log as family_log_fields
 from schema import photos as photo_fields
 from schema import preferences as preference_fields
 from schema import reports as report_fields
+from schema import sops as sop_fields
 from schema import timeline as timeline_fields
+from schema import vital_rules as vital_rule_fields
 from schema import vitals as vital_fields
 from schema.context import YiyangInfo
 from schema.health_record import HealthRecordType, health_record_of
@@ -215,6 +217,11 @@ class ResidentType:
     # Care plans and their tasks: schema/care_plans.py.
     care_plan = strawberry.field(resolver=care_plan_fields.resident_care_plan)
     tasks = strawberry.field(resolver=care_plan_fields.resident_tasks)
+    # SOP instances and the resident's butler: schema/sops.py.
+    sop_instances = strawberry.field(resolver=sop_fields.resident_sop_instances)
+    butler_id = strawberry.field(resolver=sop_fields.resident_butler_id)
+    # Rule firings (rules over vitals): schema/vital_rules.py.
+    vital_rule_firings = strawberry.field(resolver=vital_rule_fields.resident_vital_rule_firings)
 
 
 @strawberry.input

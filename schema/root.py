@@ -26,8 +26,13 @@ from schema.preferences import PreferencesMutations
 from schema.rate_limits import RateLimits
 from schema.reports import CheckupReportMutations
 from schema.residents import ResidentMutations, ResidentQueries
+from schema.sops import SopMutations, SopQueries
 from schema.timeline import SERVICE_RECORD_TYPES, TimelineMutations
+from schema.vital_rules import VitalRuleMutations, VitalRuleQueries
 from schema.vitals import VitalMutations
+from schema.webhooks import WebhookMutations, WebhookQueries
+from schema.work_orders import WorkOrderMutations, WorkOrderQueries
+from schema.workers import WorkerMutations, WorkerQueries
 from tenants.errors import DomainError
 
 MAX_DEPTH = 10
@@ -53,6 +58,11 @@ class Query(
     AuditQueries,
     NotificationQueries,
     CarePlanQueries,
+    SopQueries,
+    VitalRuleQueries,
+    WebhookQueries,
+    WorkOrderQueries,
+    WorkerQueries,
 ):
     pass
 
@@ -71,10 +81,15 @@ class Mutation(
     NotificationMutations,
     ResidentMutations,
     ResidentPhotoMutations,
+    SopMutations,
     IdentityMutations,
     PreferencesMutations,
     TimelineMutations,
     VitalMutations,
+    VitalRuleMutations,
+    WebhookMutations,
+    WorkOrderMutations,
+    WorkerMutations,
 ):
     pass
 

@@ -126,6 +126,19 @@ def staff_token(institution_id: int, *roles: StaffRole) -> str:
     )
 
 
+def staff_member_token(institution_id: int, role: StaffRole, account_id: int | None = None) -> str:
+    """A staff member's token with one role: the account's, or a subject of its own (rate limits count
+    per subject)."""
+    return token_for(
+        Principal(
+            f"account:{account_id or 860_000 + uuid.uuid4().int % 10_000}",
+            PrincipalKind.STAFF,
+            institution_id=institution_id,
+            roles=frozenset({role}),
+        )
+    )
+
+
 def operator_token() -> str:
     return token_for(Principal(subject="account:999999", kind=PrincipalKind.OPERATOR))
 

@@ -230,6 +230,29 @@ PROBES: dict[tuple[str, str, str], tuple[str, str]] = {
         "Notification",
         "mutation($id: ID!) { markNotificationsRead(input: {ids: [$id]}) { userErrors { message } } }",
     ),
+    # Webhooks (schema/webhooks.py).
+    ("mutation", "registerWebhookEndpoint", "input.clientId"): (
+        "IntegratorClient",
+        'mutation($id: ID!) { registerWebhookEndpoint(input: {clientId: $id, url: "https://hooks.example.com/x",'
+        ' kinds: ["task.overdue"]}) { secret } }',
+    ),
+    ("mutation", "updateWebhookEndpoint", "input.id"): (
+        "WebhookEndpoint",
+        'mutation($id: ID!) { updateWebhookEndpoint(input: {id: $id, kinds: ["task.overdue"]})'
+        " { endpoint { id } } }",
+    ),
+    ("mutation", "disableWebhookEndpoint", "input.id"): (
+        "WebhookEndpoint",
+        "mutation($id: ID!) { disableWebhookEndpoint(input: {id: $id}) { endpoint { id } } }",
+    ),
+    ("mutation", "rotateWebhookSecret", "input.id"): (
+        "WebhookEndpoint",
+        "mutation($id: ID!) { rotateWebhookSecret(input: {id: $id}) { secret } }",
+    ),
+    ("query", "webhookDeliveries", "endpointId"): (
+        "WebhookEndpoint",
+        "query($id: ID!) { webhookDeliveries(endpointId: $id) { totalCount } }",
+    ),
     ("mutation", "setCarePlanItem", "input.residentId"): (
         "Resident",
         "mutation($id: ID!) { setCarePlanItem(input: {residentId: $id, kind: HYGIENE,"
@@ -249,6 +272,62 @@ PROBES: dict[tuple[str, str, str], tuple[str, str]] = {
         "CarePlanItem",
         "mutation($id: ID!) { removeCarePlanItem(input: {itemId: $id}) { removedId } }",
     ),
+    # SOPs (schema/sops.py).
+    ("query", "chainSopTemplates", "chainId"): (
+        "Chain",
+        "query($id: ID!) { chainSopTemplates(chainId: $id) { totalCount } }",
+    ),
+    ("mutation", "setSopTemplate", "input.templateId"): (
+        "SopTemplate",
+        'mutation($id: ID!) { setSopTemplate(input: {templateId: $id, name: "篡改", anchor: ADMISSION,'
+        ' steps: [{title: "t", dayOffset: 1, assignee: "butler", graceHours: 1}]}) { template { id } } }',
+    ),
+    ("mutation", "retireSopTemplate", "input.templateId"): (
+        "SopTemplate",
+        "mutation($id: ID!) { retireSopTemplate(input: {templateId: $id}) { template { id } } }",
+    ),
+    ("mutation", "setChainSopTemplate", "input.chainId"): (
+        "Chain",
+        'mutation($id: ID!) { setChainSopTemplate(input: {chainId: $id, name: "篡改", anchor: ADMISSION,'
+        ' steps: [{title: "t", dayOffset: 1, assignee: "butler", graceHours: 1}]}) { template { id } } }',
+    ),
+    ("mutation", "setChainSopTemplate", "input.templateId"): (
+        "ChainSopTemplate",
+        'mutation($id: ID!) { setChainSopTemplate(input: {templateId: $id, name: "篡改", anchor: ADMISSION,'
+        ' steps: [{title: "t", dayOffset: 1, assignee: "butler", graceHours: 1}]}) { template { id } } }',
+    ),
+    ("mutation", "retireChainSopTemplate", "input.templateId"): (
+        "ChainSopTemplate",
+        "mutation($id: ID!) { retireChainSopTemplate(input: {templateId: $id}) { template { id } } }",
+    ),
+    ("mutation", "assignResidentButler", "input.residentId"): (
+        "Resident",
+        "mutation($id: ID!) { assignResidentButler(input: {residentId: $id}) { butlerId } }",
+    ),
+    ("mutation", "assignResidentButler", "input.butlerId"): (
+        "StaffMember",
+        "mutation($id: ID!) { assignResidentButler(input: {residentId: $id, butlerId: $id}) { butlerId } }",
+    ),
+    ("mutation", "completeSopStep", "input.stepId"): (
+        "SopStep",
+        'mutation($id: ID!) { completeSopStep(input: {stepId: $id, outcome: {summary: "篡改",'
+        " channel: PHONE}}) { step { id } } }",
+    ),
+    ("mutation", "skipSopStep", "input.stepId"): (
+        "SopStep",
+        'mutation($id: ID!) { skipSopStep(input: {stepId: $id, reason: "篡改"}) { step { id } } }',
+    ),
+    # Rules over vitals (schema/vital_rules.py).
+    ("mutation", "setVitalRule", "input.ruleId"): (
+        "VitalRule",
+        'mutation($id: ID!) { setVitalRule(input: {ruleId: $id, name: "篡改", measure: "glucose",'
+        ' condition: CONSECUTIVE_DAYS, times: 2, direction: ABOVE, notifyRoles: ["doctor"]})'
+        " { rule { id } } }",
+    ),
+    ("mutation", "retireVitalRule", "input.ruleId"): (
+        "VitalRule",
+        "mutation($id: ID!) { retireVitalRule(input: {ruleId: $id}) { rule { id } } }",
+    ),
     ("mutation", "completeTask", "input.taskId"): (
         "CareTask",
         "mutation($id: ID!) { completeTask(input: {taskId: $id}) { task { id } } }",
@@ -256,6 +335,45 @@ PROBES: dict[tuple[str, str, str], tuple[str, str]] = {
     ("mutation", "markTaskNotDone", "input.taskId"): (
         "CareTask",
         'mutation($id: ID!) { markTaskNotDone(input: {taskId: $id, reason: "篡改"}) { task { id } } }',
+    ),
+    ("mutation", "retryDeadLetter", "input.id"): (
+        "DeadLetter",
+        "mutation($id: ID!) { retryDeadLetter(input: {id: $id}) { userErrors { message } } }",
+    ),
+    # Work orders (schema/work_orders.py).
+    ("mutation", "raiseWorkOrder", "input.residentId"): (
+        "Resident",
+        'mutation($id: ID!) { raiseWorkOrder(input: {residentId: $id, category: "care", title: "篡改"})'
+        " { workOrder { id } } }",
+    ),
+    ("mutation", "changeWorkOrderStatus", "input.workOrderId"): (
+        "WorkOrder",
+        "mutation($id: ID!) { changeWorkOrderStatus(input: {workOrderId: $id, change: CANCEL})"
+        " { workOrder { id } } }",
+    ),
+    ("mutation", "assignWorkOrder", "input.workOrderId"): (
+        "WorkOrder",
+        'mutation($id: ID!) { assignWorkOrder(input: {workOrderId: $id, department: "nursing"})'
+        " { workOrder { id } } }",
+    ),
+    ("mutation", "assignWorkOrder", "input.assigneeId"): (
+        "StaffMember",
+        "mutation($id: ID!) { assignWorkOrder(input: {workOrderId: $id, assigneeId: $id})"
+        " { workOrder { id } } }",
+    ),
+    ("mutation", "commentOnWorkOrder", "input.workOrderId"): (
+        "WorkOrder",
+        'mutation($id: ID!) { commentOnWorkOrder(input: {workOrderId: $id, body: "篡改"})'
+        " { comment { body } } }",
+    ),
+    ("mutation", "rateWorkOrder", "input.workOrderId"): (
+        "WorkOrder",
+        "mutation($id: ID!) { rateWorkOrder(input: {workOrderId: $id, rating: 1}) { workOrder { id } } }",
+    ),
+    ("query", "workOrder", "id"): ("WorkOrder", "query($id: ID!) { workOrder(id: $id) { title } }"),
+    ("query", "workOrders", "filter.assigneeId"): (
+        "StaffMember",
+        "query($id: ID!) { workOrders(filter: {assigneeId: $id}) { totalCount } }",
     ),
 }
 

@@ -21,7 +21,7 @@ from compliance.principals import Principal, PrincipalKind, StaffRole
 from schema.ids import encode_id
 from tenants.registry import NewInstitution, provision_institution, tenant_ref
 from tenants.unit_of_work import run_in_tenant
-from tests.conftest import World, gql, token_for
+from tests.conftest import World, gql, staff_member_token, token_for
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 TASK_FIELDS = (
@@ -56,17 +56,6 @@ NOT_DONE = (
 )
 REMOVE = "mutation($id: ID!) { removeCarePlanItem(input: {itemId: $id}) { removedId userErrors { field } } }"
 VITALS = "query($id: ID!) { resident(id: $id) { vitals { edges { node { id measure value } } } } }"
-
-
-def staff(institution_id: int, role: StaffRole, account_id: int | None = None) -> str:
-    return token_for(
-        Principal(
-            f"account:{account_id or 860_000 + uuid.uuid4().int % 10_000}",
-            PrincipalKind.STAFF,
-            institution_id=institution_id,
-            roles=frozenset({role}),
-        )
-    )
 
 
 async def staff_account(institution_id: int, role: StaffRole) -> int:
@@ -115,9 +104,9 @@ async def test_plan_items_tasks_and_check_off(client: httpx.AsyncClient, world: 
     assert world.institution_ids
     institution, resident_pk, _ = await home("任务养老院")
     resident = encode_id("Resident", institution, resident_pk)
-    head_nurse = staff(institution, StaffRole.HEAD_NURSE)
+    head_nurse = staff_member_token(institution, StaffRole.HEAD_NURSE)
     named = await staff_account(institution, StaffRole.CAREGIVER)
-    caregiver = staff(institution, StaffRole.CAREGIVER, named)
+    caregiver = staff_member_token(institution, StaffRole.CAREGIVER, named)
 
     added = (await gql(client, SET_ITEM, {"input": item_input(resident)}, token=head_nurse))["data"]
     payload = added["setCarePlanItem"]
@@ -168,7 +157,9 @@ async def test_plan_items_tasks_and_check_off(client: httpx.AsyncClient, world: 
     mine = (await gql(client, MY_TASKS, {"day": tomorrow}, token=caregiver))["data"]["myTasks"]
     assert mine["totalCount"] == 2  # one of the role, one named
     assert {n["node"]["residentId"] for n in mine["edges"]} == {resident}
-    nurse_day = await gql(client, MY_TASKS, {"day": tomorrow}, token=staff(institution, StaffRole.NURSE))
+    nurse_day = await gql(
+        client, MY_TASKS, {"day": tomorrow}, token=staff_member_token(institution, StaffRole.NURSE)
+    )
     assert nurse_day["data"]["myTasks"]["totalCount"] == 0
 
     first_hygiene = payload["tasks"][0]["id"]
@@ -239,7 +230,7 @@ async def test_bad_items_are_user_errors(client: httpx.AsyncClient, world: World
     assert world.institution_ids
     institution, resident_pk, _ = await home("计划检查养老院")
     resident = encode_id("Resident", institution, resident_pk)
-    doctor = staff(institution, StaffRole.DOCTOR)
+    doctor = staff_member_token(institution, StaffRole.DOCTOR)
     elsewhere = await provision_institution(NewInstitution(name="别家", region_code="test-east"))
     stranger = await staff_account(elsewhere.id, StaffRole.CAREGIVER)
 
@@ -272,7 +263,7 @@ async def test_who_may_see_and_do_tasks(client: httpx.AsyncClient, world: World)
     assert world.institution_ids
     institution, resident_pk, son = await home("任务权限养老院")
     resident = encode_id("Resident", institution, resident_pk)
-    head_nurse = staff(institution, StaffRole.HEAD_NURSE)
+    head_nurse = staff_member_token(institution, StaffRole.HEAD_NURSE)
     added = await gql(client, SET_ITEM, {"input": item_input(resident)}, token=head_nurse)
     item = added["data"]["setCarePlanItem"]["item"]["id"]
     task = added["data"]["setCarePlanItem"]["tasks"][0]["id"]
@@ -287,8 +278,8 @@ async def test_who_may_see_and_do_tasks(client: httpx.AsyncClient, world: World)
     supervisor = token_for(
         Principal("account:870002", PrincipalKind.SUPERVISOR, region_ids=frozenset({1, 2}))
     )
-    butler = staff(institution, StaffRole.BUTLER)
-    caregiver = staff(institution, StaffRole.CAREGIVER)
+    butler = staff_member_token(institution, StaffRole.BUTLER)
+    caregiver = staff_member_token(institution, StaffRole.CAREGIVER)
 
     care_plan = "query($id: ID!) { resident(id: $id) { carePlan { items { id } } } }"
     tasks = "query($id: ID!) { resident(id: $id) { tasks { totalCount } } }"
@@ -307,7 +298,7 @@ async def test_who_may_see_and_do_tasks(client: httpx.AsyncClient, world: World)
     assert codes(await gql(client, COMPLETE, {"input": {"taskId": task}}, token=butler)) == ["FORBIDDEN"]
 
     other, _, _ = await home("任务别家养老院")
-    theirs = staff(other, StaffRole.HEAD_NURSE)
+    theirs = staff_member_token(other, StaffRole.HEAD_NURSE)
     assert codes(await gql(client, care_plan, {"id": resident}, token=theirs)) == ["NOT_FOUND"]
     assert codes(await gql(client, COMPLETE, {"input": {"taskId": task}}, token=theirs)) == ["NOT_FOUND"]
     assert codes(await gql(client, NOT_DONE, {"input": {"taskId": task, "reason": "x"}}, token=theirs)) == [

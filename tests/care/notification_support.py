@@ -1,21 +1,30 @@
-"""Helpers of the notification tests: a real SMTP server (aiosmtpd) on 127.0.0.1, staff accounts with a
-role in an institution, a notification about a resident."""
+"""Helpers of the notification tests: a real SMTP server (aiosmtpd) on 127.0.0.1, a real webhook receiver
+(HTTP) on 127.0.0.1, staff accounts with a role in an institution, an integrator client, a notification
+about a resident."""
 
+import json
 import socket
+import threading
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from aiosmtpd.controller import Controller
 
 from api.settings import SmtpSettings
 from care.notifications import TASK_OVERDUE, Notification
+from care.webhooks import SIGNATURE_HEADER, verify_signature
 from compliance.identity.account_models import AccountKind, UserAccount
 from compliance.identity.accounts import NewAccount, add_staff_membership, create_account
+from compliance.identity.clients import CreatedClient, create_integrator_client
 from compliance.principals import StaffRole
+from tenants.context import TenantRef
 
 MAIL_FROM = "notify@yiyang.test"
 
@@ -59,6 +68,75 @@ async def smtp_server() -> AsyncIterator[MailRoom]:
 def unreachable_smtp() -> SmtpSettings:
     """A mail server that is down: nothing listens on the port."""
     return SmtpSettings(host="127.0.0.1", port=free_port(), mail_from=MAIL_FROM)
+
+
+@dataclass
+class Received:
+    body: bytes
+    headers: dict[str, str]
+    verified: bool
+
+    @property
+    def event(self) -> dict[str, Any]:
+        return json.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """An HTTP server on 127.0.0.1 that verifies each request's signature as an integrator would (with
+    `verify_signature` and its clock `now`) and answers with the next of `statuses` (then 200); an
+    unverified request gets 400."""
+
+    url: str
+    secret: str = ""
+    now: float | None = None  # None: the real clock, as a real receiver's
+    statuses: list[int] = field(default_factory=list)
+    received: list[Received] = field(default_factory=list)
+
+    @property
+    def verified(self) -> list[Received]:
+        return [request for request in self.received if request.verified]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "_Server"
+
+    def do_POST(self) -> None:
+        receiver = self.server.receiver
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        now = time.time() if receiver.now is None else receiver.now
+        verified = verify_signature(receiver.secret, self.headers.get(SIGNATURE_HEADER, ""), body, now)
+        receiver.received.append(Received(body, dict(self.headers.items()), verified))
+        status = (receiver.statuses.pop(0) if receiver.statuses else 200) if verified else 400
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet
+        return
+
+
+class _Server(ThreadingHTTPServer):
+    receiver: Receiver
+
+
+def running_receiver() -> Iterator[Receiver]:
+    server = _Server(("127.0.0.1", 0), _Handler)
+    server.receiver = Receiver(url=f"http://127.0.0.1:{server.server_address[1]}/hooks/yiyang")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def integrator(tenant: TenantRef, name: str = "对接测试") -> CreatedClient:
+    """An integrator client of the tenant's institution (the owner of webhook endpoints)."""
+    return await create_integrator_client(
+        name, scopes=["residents:read"], created_by="test", institution_id=tenant.institution_id
+    )
 
 
 async def staff_account(institution_id: int, role: StaffRole, *, email: bool = True) -> UserAccount:

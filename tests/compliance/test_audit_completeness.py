@@ -66,6 +66,8 @@ ARGUMENTS = {
     "Resident.latestServices": "(first: 5)",
     # Tomorrow in the institution (Asia/Shanghai): the care plan below has tasks all day then, whatever
     # the time of the run (today's may all be past in its last quarter hour).
+    # Day 3 after the scene's admission (2025-06-01): the default plan's first step, the butler role's.
+    "Query.mySopSteps": ', day: "2025-06-04"',
     "Query.myTasks": f', day: "{(datetime.now(ZoneInfo("Asia/Shanghai")) + timedelta(days=1)).date()}"',
 }
 
@@ -358,6 +360,20 @@ NOT_RESIDENT_DATA = frozenset(
         "disableTotp",
         "setInstitutionRequiresTotp",
         "markNotificationsRead",  # the caller's own inbox; a notification names a resident by id only
+        "retryDeadLetter",  # a failed background job: ids and an error class, no resident's data
+        "setWorkOrderRoutingRule",  # the institution's routing of work orders
+        "setWorkOrderSlaPolicy",  # the institution's deadlines of work orders
+        "setVitalRule",  # the institution's rules over vitals: configuration, no resident's data
+        "retireVitalRule",
+        "setSopTemplate",  # SOP templates: the institution's or chain's procedures, no resident's data
+        "retireSopTemplate",
+        "setChainSopTemplate",
+        "retireChainSopTemplate",
+        # Integrator webhook endpoints (schema/webhooks.py): the institution's configuration, no resident.
+        "registerWebhookEndpoint",
+        "updateWebhookEndpoint",
+        "disableWebhookEndpoint",
+        "rotateWebhookSecret",
     }
 )
 
@@ -559,6 +575,24 @@ WRITES = [
         "mutation($id: ID!) { removeCarePlanItem(input: {itemId: $id}) { removedId userErrors { field } } }",
         "CarePlanItem",
     ),
+    # The resident's SOP steps (the scene's admission is backdated: its default steps are closed).
+    Write(
+        "assignResidentButler",
+        "mutation($id: ID!) { assignResidentButler(input: {residentId: $id}) { butlerId steps { id }"
+        " userErrors { field } } }",
+    ),
+    Write(
+        "completeSopStep",  # closed already: CONFLICT, recorded as failed
+        'mutation($id: ID!) { completeSopStep(input: {stepId: $id, outcome: {summary: "回访", channel:'
+        " PHONE}}) { step { id } userErrors { field } } }",
+        "SopStep",
+    ),
+    Write(
+        "skipSopStep",
+        'mutation($id: ID!) { skipSopStep(input: {stepId: $id, reason: "家属出国"}) { step { id }'
+        " userErrors { field } } }",
+        "SopStep",
+    ),
     Write(
         "setVitalRange",
         "mutation($id: ID!) { setVitalRange(input: {residentId: $id, measure: HEART_RATE, low: 50, high: 90})"
@@ -573,6 +607,36 @@ WRITES = [
         "removeResidentPhoto",
         "mutation($id: ID!) { removeResidentPhoto(input: {residentId: $id}) { removedId userErrors { field"
         " } } }",
+    ),
+    # Work orders about the resident (schema/work_orders.py): raised, handled, commented, rated.
+    Write(
+        "raiseWorkOrder",
+        'mutation($id: ID!) { raiseWorkOrder(input: {residentId: $id, category: "care", title: "呼叫铃不响"})'
+        " { workOrder { id } userErrors { field } } }",
+    ),
+    Write(
+        "assignWorkOrder",
+        'mutation($id: ID!) { assignWorkOrder(input: {workOrderId: $id, department: "nursing"})'
+        " { workOrder { status } userErrors { field } } }",
+        "WorkOrder",
+    ),
+    Write(
+        "changeWorkOrderStatus",
+        "mutation($id: ID!) { changeWorkOrderStatus(input: {workOrderId: $id, change: RESOLVE})"
+        " { workOrder { status } userErrors { field } } }",
+        "WorkOrder",
+    ),
+    Write(
+        "commentOnWorkOrder",
+        'mutation($id: ID!) { commentOnWorkOrder(input: {workOrderId: $id, body: "已修好"})'
+        " { comment { body } userErrors { field } } }",
+        "WorkOrder",
+    ),
+    Write(
+        "rateWorkOrder",
+        "mutation($id: ID!) { rateWorkOrder(input: {workOrderId: $id, rating: 5})"
+        " { workOrder { rating } userErrors { field } } }",
+        "WorkOrder",
     ),
     Write(
         "exportResidentData",

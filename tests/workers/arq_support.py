@@ -4,14 +4,19 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from arq.connections import RedisSettings
-from arq.worker import Worker
+from arq.worker import Function, Worker
 
 
 async def run_burst(
-    redis_settings: RedisSettings, queue: str, functions: Sequence[Callable[..., Any]]
+    redis_settings: RedisSettings,
+    queue: str,
+    functions: Sequence[Callable[..., Any] | Function],
+    *,
+    ctx: dict[str, Any] | None = None,
 ) -> None:
     worker = Worker(
         functions=list(functions),
+        ctx=ctx,
         redis_settings=redis_settings,
         queue_name=queue,
         burst=True,

@@ -20,7 +20,7 @@ from tenants.unit_of_work import run_in_tenant
 from tests.conftest import World
 from tests.workers.arq_support import run_burst
 from workers.care_tasks import CRON_MINUTES, job_id, materialize_care_tasks
-from workers.settings import WorkerSettings
+from workers.settings import MATERIALIZE, LongWorkerSettings
 
 
 async def test_sweep_materializes_and_escalates_once(app: object, world: World, settings: Settings) -> None:
@@ -98,7 +98,7 @@ async def test_sweep_materializes_and_escalates_once(app: object, world: World, 
 
 
 def test_the_sweep_runs_every_15_minutes() -> None:
-    (job,) = [c for c in WorkerSettings.cron_jobs if c.coroutine is materialize_care_tasks]
+    (job,) = [c for c in LongWorkerSettings.cron_jobs if c.name == "cron:materialize_care_tasks"]
     assert job.minute == set(CRON_MINUTES) == {0, 15, 30, 45} and job.unique
-    assert materialize_care_tasks in WorkerSettings.functions
+    assert MATERIALIZE in LongWorkerSettings.functions and MATERIALIZE.coroutine is job.coroutine
     assert job_id(datetime(2026, 12, 1, 18, 30, 59, tzinfo=UTC)) == "care-tasks:20261201T1830"
