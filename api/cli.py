@@ -363,7 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
     bound = new_client.add_mutually_exclusive_group(required=True)
     bound.add_argument("--institution", type=int, help="institution id the client acts for")
     bound.add_argument("--chain", type=int, help="chain id the client acts for")
-    new_client.add_argument("--scope", action="append", required=True, help="repeatable, e.g. residents:read")
+    new_client.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        help="repeatable: residents:read, residents:write, vitals:write, webhooks:manage",
+    )
     new_client.set_defaults(handler=_cmd_clients_create)
     public = clients.add_parser(
         "create-public", help="create a public first-party client (authorization code with PKCE, no secret)"

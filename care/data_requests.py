@@ -35,6 +35,7 @@ from care import (
     timeline,
     vital_rules,
     vitals,
+    webhooks,
     work_orders,
 )
 from care.models import FamilyMember
@@ -177,6 +178,8 @@ async def export_resident(resident_id: int) -> dict[str, Any]:
             {"meta": _data(meta), "file": _data(await reports.report_file(resident_id, meta.id))}
             for meta in report_list
         ],
+        # Events about the resident delivered to integrators (ids only; when, to whom, which host).
+        "webhook_disclosures": _data(await webhooks.disclosures_about(resident_id)),
     }
     # Through JSON once: what goes out is exactly what a client receives, and nothing is left unencodable.
     return json.loads(json.dumps(document, default=_plain, ensure_ascii=False))

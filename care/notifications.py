@@ -55,6 +55,7 @@ SOP_STEP_MISSED = "A step of a resident's care procedure was missed."
 WORK_ORDER_CREATED = "A new work order was raised for your department."
 WORK_ORDER_SLA_BREACHED = "A work order missed its service-level deadline."
 WORK_ORDER_RESOLVED = "A work order you raised was resolved."
+WORK_ORDER_REROUTED = "A work order was passed on to your department."
 VITAL_RULE_FIRED = "A rule on the vital signs of a resident fired."
 MESSAGES = (
     TASK_OVERDUE,
@@ -64,6 +65,7 @@ MESSAGES = (
     WORK_ORDER_CREATED,
     WORK_ORDER_SLA_BREACHED,
     WORK_ORDER_RESOLVED,
+    WORK_ORDER_REROUTED,
     VITAL_RULE_FIRED,
 )
 EMAIL_SUBJECT = "Yiyang notification"

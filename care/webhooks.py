@@ -22,6 +22,12 @@ about a resident also says *that* something happened to that resident (a vital s
 goes to the client only under an active consent of the resident naming the client for third-party
 integration and the event's data category (compliance/consent.py, as for the client's API reads);
 otherwise the delivery is `withheld`, never sent. Institution-level events (no resident) need none.
+
+A delivery about a resident is a disclosure of (ids of) their data to a third party, so it is on their
+audit trail (`DELIVER_ACTION`, recorded in the sweep's unit of work with the outcome): permitted when
+delivered, denied with the reason when withheld, failed with the last error when dead (the receiver may
+have got it). The principal is the integrator client it went to: the resident's access report names it.
+The resident's data-subject export lists the delivered ones (`disclosures_about`).
 """
 
 import asyncio
@@ -43,6 +49,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from care.notifications import MAX_ATTEMPTS, backoff
+from compliance.audit import AuditEvent, Outcome, record_events
+from compliance.audit.events import SYSTEM_KIND
 from compliance.consent import Category, Purpose, decide_with, terms_of
 from compliance.encryption import field_cipher
 from compliance.policy import Action
@@ -65,6 +73,7 @@ KINDS: tuple[str, ...] = (
     "work_order.created",
     "work_order.sla_breached",
     "work_order.resolved",
+    "work_order.rerouted",
 )
 # The data category an event about a resident discloses, for the consent decision.
 _CATEGORY_OF_PREFIX = {"vital": Category.VITALS}
@@ -80,6 +89,11 @@ _SECRET_BYTES = 32
 # The institution's own data key (compliance/encryption): no resident has id 0.
 INSTITUTION_SUBJECT = 0
 _TABLE, _COLUMN = "webhook_endpoint", "secret"
+
+# On the resident's audit trail: a delivery about them (compliance/audit/report.py reads it as a read).
+DELIVER_ACTION = "webhook.deliver"
+# Who the event names when the endpoint's client row is gone (a client is revoked, never deleted).
+SYSTEM_SUBJECT = "system:webhooks"
 
 SIGNATURE_HEADER = "Yiyang-Signature"
 EVENT_ID_HEADER = "Yiyang-Event-Id"
@@ -455,6 +469,48 @@ async def count_deliveries(endpoint_id: int) -> int:
     return int(rows[0]["n"])
 
 
+# --- disclosures (the resident's data-subject export) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Disclosure:
+    """A webhook event about a resident delivered to an integrator (what the event carried: ids only).
+    The endpoint's host, not its URL (a path or query may hold the integrator's own tokens)."""
+
+    event_id: str
+    kind: str
+    delivered_at: datetime
+    client_id: str | None  # the OAuth client_id of the integrator
+    client_name: str | None
+    endpoint_host: str | None
+
+
+async def disclosures_about(resident_id: int) -> list[Disclosure]:
+    """The delivered webhook events about the resident, oldest first."""
+    institution_id = current_tenant().institution_id
+    rows = await default_connection().execute_query_dict(
+        f"""SELECT d.outbox_id, o.kind, d.delivered_at, c.client_id, c.name, e.url
+            FROM webhook_delivery d
+            JOIN notification_outbox o ON o.id = d.outbox_id
+            JOIN webhook_endpoint e ON e.id = d.endpoint_id
+            LEFT JOIN {SHARED_SCHEMA}.oauth_client c ON c.id = e.client_id
+            WHERE o.resident_id = $1 AND d.state = 'delivered'
+            ORDER BY d.delivered_at, d.id""",
+        [resident_id],
+    )
+    return [
+        Disclosure(
+            event_id=event_id(institution_id, row["outbox_id"]),
+            kind=row["kind"],
+            delivered_at=row["delivered_at"],
+            client_id=row["client_id"],
+            client_name=row["name"],
+            endpoint_host=urlsplit(row["url"]).hostname,
+        )
+        for row in rows
+    ]
+
+
 # --- enqueue (from care.notifications.notify) -----------------------------------------------------
 
 
@@ -639,13 +695,26 @@ async def deliver_webhooks(
 
     outcomes = await asyncio.gather(*(send(row) for row in to_send))
     counts = {"delivered": 0, "retried": 0, "dead": 0}
+    audited: list[AuditEvent] = []
     for row, outcome in zip(to_send, outcomes, strict=True):
-        counts[await _record(row, outcome, now)] += 1
-    for delivery_id, reason in withheld.items():
+        result = await _record(row, outcome, now)
+        counts[result] += 1
+        if result == "delivered":
+            audited.extend(_disclosure(row, Outcome.PERMITTED, None))
+        elif result == "dead":
+            audited.extend(
+                _disclosure(row, Outcome.FAILED, outcome.error_class or f"http_{outcome.status_code}")
+            )
+    for row in claimed:
+        reason = withheld.get(row["id"])
+        if reason is None:
+            continue
         await connection.execute_query(
             "UPDATE webhook_delivery SET state = 'withheld', last_error = $2 WHERE id = $1",
-            [delivery_id, reason],
+            [row["id"], reason],
         )
+        audited.extend(_disclosure(row, Outcome.DENIED, reason))
+    await record_events(audited)
     return WebhookDelivery(
         claimed=len(claimed),
         delivered=counts["delivered"],
@@ -653,6 +722,27 @@ async def deliver_webhooks(
         dead=counts["dead"],
         withheld=len(withheld),
     )
+
+
+def _disclosure(row: Mapping[str, Any], outcome: Outcome, reason: str | None) -> list[AuditEvent]:
+    """The audit event of a delivery about a resident (none for an institution-level event)."""
+    resident = row["resident_id"]
+    if resident is None:
+        return []
+    client_id = row["oauth_client_id"]
+    return [
+        AuditEvent(
+            principal_subject=SYSTEM_SUBJECT if client_id is None else f"client:{client_id}",
+            principal_kind=SYSTEM_KIND if client_id is None else PrincipalKind.INTEGRATOR.value,
+            client_id=client_id,
+            action=DELIVER_ACTION,
+            outcome=outcome,
+            reason_code=None if reason is None else reason[:64],
+            resident_id=resident,
+            data_categories=(category_of_kind(row["kind"]).value,),
+            purpose=Purpose.THIRD_PARTY_INTEGRATION.value,
+        )
+    ]
 
 
 def _withheld_because(

@@ -10,6 +10,12 @@ is refused (Conflict). The first acknowledgement, assignment, start or resolutio
 for the KPIs (`kpis`). Deadlines are fixed when the work order is raised: a later change of a policy
 does not move them.
 
+Routing means something: a work order is handled (acknowledged, started, resolved, cancelled,
+assigned, re-routed, commented on by staff) only by its department's members, its assignee and the
+supervisors (`handles`, `require_handler`); others in the institution may still see it if their role
+lets them view work orders. Re-routing to another department (`assign` with a department) keeps the
+deadlines and is recorded in the history as `rerouted`.
+
 `sweep_sla_breaches(now)` (run every minute by the worker sweep) marks each unmet deadline escalated once
 per work order and deadline, and tells the department's lead roles in the same unit of work.
 
@@ -27,6 +33,7 @@ from typing import Any, TypeVar
 
 from care.notifications import (
     WORK_ORDER_CREATED,
+    WORK_ORDER_REROUTED,
     WORK_ORDER_RESOLVED,
     WORK_ORDER_SLA_BREACHED,
     Notification,
@@ -245,6 +252,15 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class Queue:
+    """What a staff member handles: the work orders routed to `department_codes` or assigned to
+    `account_id` (`queue_of`)."""
+
+    department_codes: frozenset[str]
+    account_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class WorkOrderFilter:
     statuses: frozenset[Status] = frozenset()
     category: Category | None = None
@@ -255,6 +271,7 @@ class WorkOrderFilter:
     breached: bool | None = None  # a deadline passed unmet (response or resolution), as of `now`
     resident_ids: frozenset[int] | None = None  # only about these residents (a family account's)
     mine_account_id: int | None = None  # raised by or assigned to this account
+    queue: Queue | None = None  # routed to one of these departments or assigned to this account
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +319,64 @@ async def department(code: str) -> Department:
         if found.code == code:
             return found
     raise InvalidInput("Unknown department.", field="department")
+
+
+# Who handles a work order ----------------------------------------------------------------------------
+
+# Supervise every department: may handle any work order of the institution, whatever it is routed to.
+SUPERVISOR_ROLES = frozenset({StaffRole.INSTITUTION_ADMIN})
+NOT_HANDLER = "Only the department's staff, the assignee or a supervisor handle this work order."
+
+
+class NotHandler(Forbidden):
+    """Refused because the work order is routed to a department the caller does not handle."""
+
+    reason = "NOT_HANDLER"
+
+
+def handles(
+    routed_to: Department,
+    assignee_account_id: int | None,
+    *,
+    account_id: int | None,
+    roles: frozenset[StaffRole],
+) -> bool:
+    """Whether a staff member holding `roles` in the institution (and signed in as `account_id`) handles a
+    work order routed to `routed_to` and assigned to `assignee_account_id`: a member of the department (one
+    of its member roles), its assignee, or a supervisor (the institution admin, `SUPERVISOR_ROLES`, for
+    every department, and the department's own lead roles: the head nurse for nursing).
+
+    This is object-level data, like "this family account follows this resident": the policy
+    (compliance/policy.py, `work_order.handle`) grants the role-level right to handle work orders at all;
+    this decides which ones, from the department's role mapping (`work_order_department`)."""
+    if account_id is not None and account_id == assignee_account_id:
+        return True
+    return bool(roles & (routed_to.member_roles | routed_to.lead_roles | SUPERVISOR_ROLES))
+
+
+async def require_handler(work_order_id: int, *, account_id: int | None, roles: frozenset[StaffRole]) -> None:
+    """NotHandler (FORBIDDEN) unless the caller `handles` the work order as it is routed now; the row is
+    locked, so a concurrent re-routing cannot slip in between this decision and the change (same unit of
+    work). NotFound for an unknown work order."""
+    rows = await execute(
+        f"SELECT department_code, assignee_account_id FROM {TABLE} WHERE id = $1 FOR UPDATE", [work_order_id]
+    )
+    if not rows:
+        raise NotFound(NOT_FOUND, field="workOrderId")
+    known = {found.code: found for found in await departments()}
+    routed_to = known.get(rows[0]["department_code"])
+    if routed_to is None or not handles(
+        routed_to, rows[0]["assignee_account_id"], account_id=account_id, roles=roles
+    ):
+        raise NotHandler(NOT_HANDLER)
+
+
+async def queue_of(account_id: int | None, roles: frozenset[StaffRole]) -> Queue:
+    """The departments a staff member handles (as `handles` decides) and their account: their queue."""
+    codes = frozenset(
+        found.code for found in await departments() if handles(found, None, account_id=None, roles=roles)
+    )
+    return Queue(codes, account_id)
 
 
 async def routing_rules() -> list[RoutingRule]:
@@ -551,11 +626,11 @@ async def _event(
     to_status: Status | None = None,
     department_code: str | None = None,
     assignee_account_id: int | None = None,
-) -> None:
-    await execute(
+) -> int:
+    rows = await execute(
         """INSERT INTO work_order_event (work_order_id, occurred_at, actor, action, from_status, to_status,
                department_code, assignee_account_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id""",
         [
             work_order_id,
             now,
@@ -567,6 +642,7 @@ async def _event(
             assignee_account_id,
         ],
     )
+    return int(rows[0]["id"])
 
 
 async def raise_work_order(new: NewWorkOrder, requester: Requester, *, now: datetime) -> WorkOrder:
@@ -692,6 +768,12 @@ def _where(given: WorkOrderFilter, now: datetime, parameters: list[object]) -> s
         parameters.append(given.mine_account_id)
         mine = f"${len(parameters)}"
         conditions.append(f"(requester_account_id = {mine} OR assignee_account_id = {mine})")
+    if given.queue is not None:
+        parameters.append(sorted(given.queue.department_codes))
+        codes = f"${len(parameters)}::varchar[]"
+        parameters.append(given.queue.account_id)
+        me = f"${len(parameters)}::bigint"
+        conditions.append(f"(department_code = ANY({codes}) OR assignee_account_id = {me})")
     if given.breached is not None:
         parameters.append(now)
         at = f"${len(parameters)}::timestamptz"
@@ -852,7 +934,14 @@ async def assign(
     now: datetime,
 ) -> WorkOrder:
     """Hand a work order to a department (optional) and a member of it (optional, a staff account holding
-    one of its roles); an open work order is acknowledged by it (the response)."""
+    one of its roles).
+
+    Naming the department it is routed to already, or only an assignee, assigns it: an open work order is
+    acknowledged by it (the response). Naming another department re-routes it (`rerouted` in the
+    history): its deadlines stay, the assignee is the one given (else none: the old department's is no
+    member of the new one), the new department's member roles are told; without an assignee the status
+    stays and it is no response (passing a request on is not answering it). Who may do this is decided
+    by the caller (`require_handler`: the current department's handlers)."""
     found = await work_order(work_order_id, lock=True)
     if found.status in FINISHED or found.status is Status.RESOLVED:
         raise Conflict(NOT_ALLOWED, field="workOrderId")
@@ -878,23 +967,39 @@ async def assign(
                 InvalidInput("The assignee is not a member of the department.", field="assigneeId")
             )
     raise_if_any(problems)
-    status = Status.ACKNOWLEDGED if found.status is Status.OPEN else found.status
+    rerouted = code != found.department_code
+    responds = assignee_account_id is not None or not rerouted
+    status = Status.ACKNOWLEDGED if found.status is Status.OPEN and responds else found.status
     await execute(
         f"""UPDATE {TABLE} SET department_code = $2, assignee_account_id = $3, status = $4,
-                responded_at = coalesce(responded_at, $5)
+                responded_at = CASE WHEN $6 THEN coalesce(responded_at, $5) ELSE responded_at END
             WHERE id = $1""",
-        [work_order_id, code, assignee_account_id, status.value, now],
+        [work_order_id, code, assignee_account_id, status.value, now, responds],
     )
-    await _event(
+    event_id = await _event(
         work_order_id,
         actor,
-        "assigned",
+        "rerouted" if rerouted else "assigned",
         now,
         from_status=found.status,
         to_status=status,
         department_code=code,
         assignee_account_id=assignee_account_id,
     )
+    if rerouted:
+        routed_to = known[code]
+        await notify(
+            Notification(
+                kind="work_order.rerouted",
+                message=WORK_ORDER_REROUTED,
+                idempotency_key=f"work_order.rerouted:{work_order_id}:{event_id}",
+                roles=routed_to.member_roles or routed_to.lead_roles,
+                params={"work_order_id": work_order_id},
+                resident_id=found.resident_id,
+                subject_type="WorkOrder",
+                subject_id=work_order_id,
+            )
+        )
     return await work_order(work_order_id)
 
 

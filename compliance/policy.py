@@ -116,7 +116,8 @@ _CHAIN_ADMIN = frozenset({ChainRole.CHAIN_ADMIN})
 _CONSENT_KEEPERS = frozenset({StaffRole.INSTITUTION_ADMIN, StaffRole.HEAD_NURSE, StaffRole.BUTLER})
 _AUDITORS = frozenset({StaffRole.COMPLIANCE_OFFICER, StaffRole.INSTITUTION_ADMIN})
 READ_RESIDENTS, WRITE_RESIDENTS, WRITE_VITALS = "residents:read", "residents:write", "vitals:write"
-_ANY_SCOPE = frozenset({READ_RESIDENTS, WRITE_RESIDENTS, WRITE_VITALS})
+MANAGE_WEBHOOKS = "webhooks:manage"  # an integrator's own webhook endpoints and their delivery log
+_ANY_SCOPE = frozenset({READ_RESIDENTS, WRITE_RESIDENTS, WRITE_VITALS, MANAGE_WEBHOOKS})
 
 PERMISSIONS: dict[Action, Grant] = {
     Action.INSTITUTION_VIEW: Grant(
@@ -301,13 +302,14 @@ PERMISSIONS: dict[Action, Grant] = {
     Action.DEAD_LETTER_VIEW: Grant(Level.PLATFORM, staff=_ADMIN, operator=True),
     Action.DEAD_LETTER_RETRY: Grant(Level.PLATFORM, staff=_ADMIN, operator=True),
     # Webhooks (care/webhooks.py): whoever manages integrator clients manages their endpoints; an
-    # integrator client that reads the institution's residents manages its own (schema/webhooks.py
-    # narrows it to them). Events carry ids only, and those about a resident follow consent.
+    # integrator client with the `webhooks:manage` scope manages its own (schema/webhooks.py narrows it
+    # to them; `residents:read` alone does not). Events carry ids only, and those about a resident
+    # follow consent.
     Action.WEBHOOK_VIEW: Grant(
-        Level.INSTITUTION, staff=_ADMIN, chain=_CHAIN_ADMIN, scopes=frozenset({READ_RESIDENTS})
+        Level.INSTITUTION, staff=_ADMIN, chain=_CHAIN_ADMIN, scopes=frozenset({MANAGE_WEBHOOKS})
     ),
     Action.WEBHOOK_MANAGE: Grant(
-        Level.INSTITUTION, staff=_ADMIN, chain=_CHAIN_ADMIN, scopes=frozenset({READ_RESIDENTS})
+        Level.INSTITUTION, staff=_ADMIN, chain=_CHAIN_ADMIN, scopes=frozenset({MANAGE_WEBHOOKS})
     ),
 }
 

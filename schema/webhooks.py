@@ -4,7 +4,7 @@
 
 The policy decides (`webhook.view`, `webhook.manage`): the institution's admin (and its chain's admin)
 manages the endpoints of the integrator clients bound to the institution or its chain; an integrator
-client with the `residents:read` scope manages its own endpoints only (another client's endpoint is
+client with the `webhooks:manage` scope manages its own endpoints only (another client's endpoint is
 NOT_FOUND to it, like another institution's). A signing secret is in the answer of the mutation that
 made it (registration, rotation) and nowhere else, ever.
 """

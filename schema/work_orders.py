@@ -8,6 +8,12 @@ also through schema/resident_access.py, decided and on the audit trail (staff un
 care; a family account by the policy alone: it reads and writes its own requests, no part of the record).
 A family account raises work orders only about residents it follows and sees only those it raised; a work
 order it did not raise is NOT_FOUND, like one of another institution.
+
+Routing means something: handling a work order (a status change other than the requester's own close,
+reopen or cancel; assigning or re-routing; a comment by anyone but the requester) needs the policy's
+`work_order.handle` and then the domain's object-level decision (care.require_handler: a member of the
+department it is routed to, its assignee or a supervisor); a refusal is FORBIDDEN (extensions.reason
+NOT_HANDLER) and on the audit trail. Viewing stays a matter of the role.
 """
 
 from datetime import UTC, datetime
@@ -16,13 +22,14 @@ from typing import Annotated
 import strawberry
 
 from care import work_orders as care
+from compliance.audit import Outcome
 from compliance.consent import Category
 from compliance.policy import Action, require
 from compliance.principals import Principal, PrincipalKind
 from schema.context import YiyangInfo
 from schema.ids import decode_id, encode_id
 from schema.pagination import Connection, connection, page_request
-from schema.resident_access import recorder, require_resident_access, resident_to_change
+from schema.resident_access import audit_request, recorder, require_resident_access, resident_to_change
 from schema.user_errors import USER_ERROR_TYPES, UserError, user_errors
 from tenants.errors import Forbidden, InvalidInput, NotFound
 
@@ -255,6 +262,25 @@ async def _decide(info: YiyangInfo, action: Action, resident_id: int | None) -> 
     )
 
 
+async def _require_handler(info: YiyangInfo, pk: int, resident_id: int | None) -> None:
+    """The policy's role-level grant to handle work orders (FORBIDDEN), then the domain's decision on this
+    one: the caller handles the department it is routed to (care.require_handler, FORBIDDEN with reason
+    NOT_HANDLER), the refusal on the audit trail."""
+    principal = require(info.context.principal, Action.WORK_ORDER_HANDLE)
+    try:
+        await care.require_handler(pk, account_id=principal.account_id, roles=principal.roles)
+    except care.NotHandler as refused:
+        audit_request(
+            info,
+            Action.WORK_ORDER_HANDLE,
+            resident_id=resident_id,
+            categories=() if resident_id is None else _categories(principal),
+            outcome=Outcome.DENIED,
+            reason_code=(refused.reason or refused.code).lower(),
+        )
+        raise
+
+
 async def _target(info: YiyangInfo, given: str, field: str = "workOrderId") -> tuple[int, int | None, int]:
     """(pk, resident id, requester account id) of a work order of the acting institution the caller may
     see: NOT_FOUND for another institution's, an unknown one, or (family accounts) one it did not raise."""
@@ -309,6 +335,14 @@ class WorkOrderFilterInput:
     breached: bool | None = strawberry.field(
         default=None, description="true: a deadline passed unmet; false: none did."
     )
+    mine: bool | None = strawberry.field(
+        default=None, description="true: only those the caller raised or is assigned to."
+    )
+    my_departments: bool | None = strawberry.field(
+        default=None,
+        description="true: only the caller's queue: routed to a department the caller handles (a member, "
+        "a lead role; every department for the institution admin) or assigned to the caller.",
+    )
 
 
 async def _page(
@@ -342,6 +376,8 @@ def _own_scope(principal: Principal, given: care.WorkOrderFilter) -> care.WorkOr
         resident_id=given.resident_id,
         breached=given.breached,
         resident_ids=principal.followed_resident_ids,
+        mine_account_id=given.mine_account_id,
+        queue=given.queue,
     )
 
 
@@ -363,6 +399,10 @@ class WorkOrderQueries:
             department_code=wanted.department,
             assignee_account_id=_staff_member_pk(info, wanted.assignee_id, "assigneeId"),
             breached=wanted.breached,
+            mine_account_id=(principal.account_id or 0) if wanted.mine else None,  # 0: no one
+            queue=await care.queue_of(principal.account_id, principal.roles)
+            if wanted.my_departments
+            else None,
         )
         return await _page(info, _own_scope(principal, given), first, after)
 
@@ -560,6 +600,8 @@ class WorkOrderMutations:
     ) -> WorkOrderPayload:
         pk, resident_id, requester = await _target(info, input.work_order_id)
         own = requester == _me(info) and input.change in care.REQUESTER_TRANSITIONS
+        if not own:
+            await _require_handler(info, pk, resident_id)
         await _decide(info, Action.WORK_ORDER_RAISE if own else Action.WORK_ORDER_HANDLE, resident_id)
         now = datetime.now(UTC)
         try:
@@ -568,11 +610,15 @@ class WorkOrderMutations:
             return WorkOrderPayload(work_order=None, user_errors=user_errors(info, error))
         return WorkOrderPayload(work_order=_node(info, found, now), user_errors=[])
 
-    @strawberry.mutation(description="Hand a work order to a department and/or a member of it.")
+    @strawberry.mutation(
+        description="Hand a work order to a member of its department, or re-route it to another department "
+        "(and optionally a member of it): its handlers and supervisors only; the deadlines stay."
+    )
     async def assign_work_order(self, info: YiyangInfo, input: AssignWorkOrderInput) -> WorkOrderPayload:
         require(info.context.principal, Action.WORK_ORDER_HANDLE)  # the role first, then the ids
         assignee = _staff_member_pk(info, input.assignee_id, "assigneeId")  # another's staff: NOT_FOUND
         pk, resident_id, _ = await _target(info, input.work_order_id)
+        await _require_handler(info, pk, resident_id)
         await _decide(info, Action.WORK_ORDER_HANDLE, resident_id)
         now = datetime.now(UTC)
         try:
@@ -593,6 +639,8 @@ class WorkOrderMutations:
     ) -> CommentOnWorkOrderPayload:
         pk, resident_id, requester = await _target(info, input.work_order_id)
         own = requester == _me(info)
+        if not own:
+            await _require_handler(info, pk, resident_id)
         await _decide(info, Action.WORK_ORDER_RAISE if own else Action.WORK_ORDER_HANDLE, resident_id)
         try:
             found = await care.add_comment(pk, input.body, author=_requester(info), now=datetime.now(UTC))

@@ -54,8 +54,11 @@ class Access(StrEnum):
     WRITE = "write"
 
 
-# Actions that disclose without changing anything, besides every `*.view`.
-_READ_ACTIONS = frozenset({Action.DATA_SUBJECT_EXPORT.value, Action.ACCESS_REPORT_EXPORT.value})
+# Actions that disclose without changing anything, besides every `*.view`; `webhook.deliver` is an event
+# about the resident sent to an integrator (care/webhooks.py DELIVER_ACTION).
+_READ_ACTIONS = frozenset(
+    {Action.DATA_SUBJECT_EXPORT.value, Action.ACCESS_REPORT_EXPORT.value, "webhook.deliver"}
+)
 
 
 def access_of(action: str) -> Access:

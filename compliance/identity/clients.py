@@ -24,6 +24,7 @@ SCOPES: dict[str, str] = {
     "residents:read": "Read the residents of the institution.",
     "residents:write": "Admit residents and update their records.",
     "vitals:write": "Record vital signs measured by devices.",
+    "webhooks:manage": "Register and manage the client's own webhook endpoints and read their delivery log.",
 }
 
 _SECRET_BYTES = 32  # 256 random bits

@@ -10,6 +10,8 @@
 
 -- Who handles what: `member_roles` are the staff roles whose holders belong to the department (whom a
 -- work order may be assigned to, who is told of a new one); `lead_roles` are told of an SLA breach.
+-- A work order routed here is handled only by its members, its assignee, its lead roles and the
+-- institution admin (care/work_orders.py `handles`); other staff may only view it.
 CREATE TABLE work_order_department (
     code varchar(32) PRIMARY KEY CHECK (code ~ '^[a-z][a-z_]{1,31}$'),
     name_zh varchar(40) NOT NULL,
@@ -132,7 +134,7 @@ CREATE TABLE work_order_event (
     actor varchar(200) NOT NULL,  -- account:<id>, or system:work-orders for the sweep
     action varchar(32) NOT NULL CHECK (action IN (
         'raised', 'acknowledged', 'assigned', 'started', 'resolved', 'closed', 'reopened', 'cancelled',
-        'commented', 'rated', 'response_breached', 'resolution_breached'
+        'rerouted', 'commented', 'rated', 'response_breached', 'resolution_breached'
     )),
     from_status varchar(16),
     to_status varchar(16),

@@ -8,6 +8,7 @@ from api.settings import REPO_ROOT, Settings
 from compliance.identity.access_tokens import verify_access_token
 from compliance.identity.account_models import AccountKind
 from compliance.identity.accounts import NewAccount, add_staff_membership, create_account
+from compliance.identity.client_models import OAuthClient
 from compliance.principals import StaffRole
 from tests.conftest import World
 
@@ -91,3 +92,16 @@ def test_clients_create_then_revoke(settings: Settings, world: World) -> None:
     assert yiyang(settings, "clients", "revoke", fields["client_id"]).returncode == 0
     missing = yiyang(settings, "clients", "revoke", "no-such-client")
     assert missing.returncode == 2 and missing.stderr.strip() == "no client no-such-client"
+
+
+async def test_clients_create_grants_the_webhooks_scope(settings: Settings, world: World) -> None:
+    created = yiyang(
+        settings,
+        "clients", "create", "--name", "事件对接", "--institution", str(world.institution_ids[2]),
+        "--scope", "webhooks:manage",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    fields = dict(line.split("\t") for line in created.stdout.strip().splitlines())
+    row = await OAuthClient.get(client_id=fields["client_id"])
+    assert list(row.allowed_scopes) == ["webhooks:manage"]
+    assert yiyang(settings, "clients", "revoke", fields["client_id"]).returncode == 0

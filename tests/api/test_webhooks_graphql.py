@@ -12,7 +12,7 @@ import pytest
 
 from care.notifications import backoff, notify
 from care.webhooks import HttpxSender, deliver_webhooks
-from compliance.identity.clients import CreatedClient
+from compliance.identity.clients import CreatedClient, create_integrator_client
 from compliance.principals import Principal, PrincipalKind, StaffRole
 from schema.ids import encode_id
 from tenants.unit_of_work import run_in_tenant
@@ -220,7 +220,7 @@ async def test_an_integrator_manages_its_own_endpoints_only(
         "registerWebhookEndpoint",
     )["endpoint"]
 
-    token = client_token(mine, tenant.institution_id, frozenset({"residents:read"}))
+    token = client_token(mine, tenant.institution_id, frozenset({"webhooks:manage"}))
     own = payload(
         await gql(client, REGISTER, {"url": receiver.url, "kinds": ["work_order.resolved"]}, token=token),
         "registerWebhookEndpoint",
@@ -250,9 +250,73 @@ async def test_an_integrator_manages_its_own_endpoints_only(
         body = await gql(client, query, variables, token=token)
         assert codes(body) == ["NOT_FOUND"] and body["data"] is None, body
 
-    # Without a scope that reaches webhooks: FORBIDDEN.
-    device = client_token(mine, tenant.institution_id, frozenset({"vitals:write"}))
-    assert codes(await gql(client, ENDPOINTS, {}, token=device)) == ["FORBIDDEN"]
+    # Without the webhooks:manage scope: FORBIDDEN, even for its own endpoints. residents:read (which
+    # once reached them) no longer does.
+    own_id = own["endpoint"]["id"]
+    for scopes in (
+        {"vitals:write"},
+        {"residents:read"},
+        {"residents:read", "residents:write", "vitals:write"},
+    ):
+        other_token = client_token(mine, tenant.institution_id, frozenset(scopes))
+        for query, variables in (
+            (ENDPOINTS, {}),
+            (DELIVERIES, {"id": own_id}),
+            (REGISTER, {"url": receiver.url, "kinds": ["task.overdue"]}),
+            (UPDATE, {"id": own_id, "kinds": ["task.overdue"]}),
+            (DISABLE, {"id": own_id}),
+            (ROTATE, {"id": own_id}),
+        ):
+            body = await gql(client, query, variables, token=other_token)
+            assert codes(body) == ["FORBIDDEN"] and body["data"] is None, (scopes, body)
+    still = payload(await gql(client, ENDPOINTS, {}, token=token), "webhookEndpoints")
+    assert [(edge["node"]["active"], edge["node"]["kinds"]) for edge in still["edges"]] == [
+        (True, ["work_order.resolved"])
+    ]
+
+
+async def client_credentials_token(
+    client: httpx.AsyncClient, created: CreatedClient, scope: str
+) -> httpx.Response:
+    return await client.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials", "scope": scope},
+        auth=(created.client_id, created.client_secret),
+    )
+
+
+async def test_the_token_endpoint_grants_webhooks_manage_only_to_clients_created_with_it(
+    client: httpx.AsyncClient, world: World, receiver: Receiver
+) -> None:
+    tenant = await fresh_tenant(f"钩子授权-{uuid.uuid4().hex[:6]}")
+    manager = await create_integrator_client(
+        "事件接收", scopes=["webhooks:manage"], created_by="test", institution_id=tenant.institution_id
+    )
+    reader = await create_integrator_client(
+        "只读对接", scopes=["residents:read"], created_by="test", institution_id=tenant.institution_id
+    )
+    issued = await client_credentials_token(client, manager, "webhooks:manage")
+    assert issued.status_code == 200 and issued.json()["scope"] == "webhooks:manage", issued.text
+    token = issued.json()["access_token"]
+    own = payload(
+        await gql(client, REGISTER, {"url": receiver.url, "kinds": ["task.overdue"]}, token=token),
+        "registerWebhookEndpoint",
+    )
+    assert own["userErrors"] == [] and own["endpoint"]["clientId"] == encode_id(
+        "IntegratorClient", manager.client.id
+    )
+
+    refused = await client_credentials_token(client, reader, "webhooks:manage")
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_scope"
+    read_only = await client_credentials_token(client, reader, "residents:read")
+    assert read_only.status_code == 200, read_only.text
+    body = await gql(
+        client,
+        REGISTER,
+        {"url": receiver.url, "kinds": ["task.overdue"]},
+        token=read_only.json()["access_token"],
+    )
+    assert codes(body) == ["FORBIDDEN"] and body["data"] is None
 
 
 async def test_the_delivery_log_shows_every_attempt(

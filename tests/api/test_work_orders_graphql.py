@@ -14,6 +14,8 @@ from compliance.identity.account_models import AccountKind
 from compliance.identity.accounts import NewAccount, add_family_link, create_account
 from compliance.principals import Principal, PrincipalKind, StaffRole
 from schema.ids import encode_id
+from tenants.db import default_connection
+from tenants.models import Institution
 from tenants.registry import NewInstitution, provision_institution, tenant_ref
 from tenants.unit_of_work import run_in_tenant
 from tests.care.notification_support import staff_account
@@ -381,3 +383,120 @@ async def test_configuration_and_bad_input(client: httpx.AsyncClient, world: Wor
         "NOT_FOUND"
     ]
     assert (await gql(client, LIST, {}, token=theirs))["data"]["workOrders"]["totalCount"] == 0
+
+
+async def test_routing_decides_who_handles_a_work_order(client: httpx.AsyncClient, world: World) -> None:
+    """Routed to logistics: logistics staff, the assignee and the admin handle it; a nurse sees it but may
+    not change, assign or comment on it (FORBIDDEN, NOT_HANDLER); re-routed to nursing, the roles turn;
+    the queue filters."""
+    assert world.institution_ids
+    institution, _ = await home("工单部门路由养老院")
+
+    async def token(role: StaffRole) -> tuple[str, int]:
+        account_id = (await staff_account(institution, role)).id
+        return staff_member_token(institution, role, account_id), account_id
+
+    requester, _ = await token(StaffRole.CAREGIVER)
+    fixer, _ = await token(StaffRole.LOGISTICS)
+    nurse, nurse_pk = await token(StaffRole.NURSE)
+    head_nurse, _ = await token(StaffRole.HEAD_NURSE)
+    admin, _ = await token(StaffRole.INSTITUTION_ADMIN)
+    order = (await gql(client, RAISE, {"input": raise_input()}, token=requester))["data"]["raiseWorkOrder"][
+        "workOrder"
+    ]
+    assert order["department"] == "logistics"
+    meals = (await gql(client, RAISE, {"input": raise_input(category="meals")}, token=requester))["data"][
+        "raiseWorkOrder"
+    ]["workOrder"]
+    care_order = (await gql(client, RAISE, {"input": raise_input(category="care")}, token=requester))["data"][
+        "raiseWorkOrder"
+    ]["workOrder"]
+
+    def refused(body: dict) -> list[tuple[str, str]]:
+        return [(e["extensions"]["code"], e["extensions"].get("reason")) for e in body.get("errors", [])]
+
+    not_handler = [("FORBIDDEN", "NOT_HANDLER")]
+    for other in (nurse, head_nurse):
+        acknowledge = {"id": order["id"], "change": "ACKNOWLEDGE"}
+        assert refused(await gql(client, CHANGE, acknowledge, token=other)) == not_handler
+        reroute = {"input": {"workOrderId": order["id"], "department": "nursing"}}
+        assert refused(await gql(client, ASSIGN, reroute, token=other)) == not_handler
+        comment = {"id": order["id"], "body": "我来看看"}
+        assert refused(await gql(client, COMMENT, comment, token=other)) == not_handler
+        seen = (await gql(client, ONE, {"id": order["id"]}, token=other))["data"]["workOrder"]
+        assert seen["status"] == "OPEN" and [h["action"] for h in seen["history"]] == ["raised"]
+
+    async def denials() -> list[tuple[str, str]]:
+        _, rows = await default_connection().execute_query(
+            "SELECT principal_subject, reason_code FROM audit_event"
+            " WHERE action = 'work_order.handle' AND outcome = 'denied' ORDER BY seq"
+        )
+        return [(row["principal_subject"], row["reason_code"]) for row in rows]
+
+    institution_ref = tenant_ref(await Institution.get(id=institution))
+    assert [reason for _, reason in await run_in_tenant(institution_ref, denials)] == ["not_handler"] * 6
+    handled = await gql(client, CHANGE, {"id": order["id"], "change": "ACKNOWLEDGE"}, token=fixer)
+    assert handled["data"]["changeWorkOrderStatus"]["workOrder"]["status"] == "ACKNOWLEDGED"
+    started = await gql(client, CHANGE, {"id": order["id"], "change": "START"}, token=admin)
+    assert started["data"]["changeWorkOrderStatus"]["workOrder"]["status"] == "IN_PROGRESS"
+    # The head nurse supervises nursing (a lead role) but not logistics.
+    cared = await gql(client, CHANGE, {"id": care_order["id"], "change": "ACKNOWLEDGE"}, token=head_nurse)
+    assert cared["data"]["changeWorkOrderStatus"]["workOrder"]["status"] == "ACKNOWLEDGED"
+
+    # Queues: a logistics worker's departments (logistics, kitchen, housekeeping); a nurse's (nursing).
+    def ids(body: dict) -> list[str]:
+        return [edge["node"]["id"] for edge in body["data"]["workOrders"]["edges"]]
+
+    queue = {"filter": {"myDepartments": True}}
+    assert ids(await gql(client, LIST, queue, token=fixer)) == [meals["id"], order["id"]]
+    assert ids(await gql(client, LIST, queue, token=nurse)) == [care_order["id"]]
+    assert ids(await gql(client, LIST, queue, token=admin)) == [care_order["id"], meals["id"], order["id"]]
+    assert len(ids(await gql(client, LIST, {}, token=nurse))) == 3  # viewing stays the role's
+    mine = {"filter": {"mine": True, "category": "MAINTENANCE"}}
+    assert ids(await gql(client, LIST, mine, token=requester)) == [order["id"]]
+    assert ids(await gql(client, LIST, mine, token=fixer)) == []
+
+    # Re-routing by a handler: recorded, deadlines kept; then nursing handles it, logistics no longer.
+    rerouted = await gql(
+        client, ASSIGN, {"input": {"workOrderId": order["id"], "department": "nursing"}}, token=fixer
+    )
+    assert rerouted["data"]["assignWorkOrder"]["workOrder"]["department"] == "nursing"
+    assert rerouted["data"]["assignWorkOrder"]["workOrder"]["status"] == "IN_PROGRESS"
+    comment = {"id": order["id"], "body": "已转护理部"}
+    assert refused(await gql(client, COMMENT, comment, token=fixer)) == not_handler
+    assert ids(await gql(client, LIST, queue, token=fixer)) == [meals["id"]]
+    assigned = await gql(
+        client,
+        ASSIGN,
+        {
+            "input": {
+                "workOrderId": order["id"],
+                "assigneeId": encode_id("StaffMember", institution, nurse_pk),
+            }
+        },
+        token=head_nurse,
+    )
+    assert assigned["data"]["assignWorkOrder"]["userErrors"] == []
+    resolved = await gql(client, CHANGE, {"id": order["id"], "change": "RESOLVE"}, token=nurse)
+    assert resolved["data"]["changeWorkOrderStatus"]["workOrder"]["status"] == "RESOLVED"
+    after = (
+        await gql(
+            client,
+            "query($id: ID!) { workOrder(id: $id) { responseDueAt resolutionDueAt"
+            " history { action department } } }",
+            {"id": order["id"]},
+            token=requester,
+        )
+    )["data"]["workOrder"]
+    assert (after["responseDueAt"], after["resolutionDueAt"]) == (
+        order["responseDueAt"],
+        order["resolutionDueAt"],
+    )
+    assert [(h["action"], h["department"]) for h in after["history"]] == [
+        ("raised", "logistics"),
+        ("acknowledged", None),
+        ("started", None),
+        ("rerouted", "nursing"),
+        ("assigned", "nursing"),
+        ("resolved", None),
+    ]

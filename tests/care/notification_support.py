@@ -135,7 +135,10 @@ def running_receiver() -> Iterator[Receiver]:
 async def integrator(tenant: TenantRef, name: str = "对接测试") -> CreatedClient:
     """An integrator client of the tenant's institution (the owner of webhook endpoints)."""
     return await create_integrator_client(
-        name, scopes=["residents:read"], created_by="test", institution_id=tenant.institution_id
+        name,
+        scopes=["residents:read", "webhooks:manage"],
+        created_by="test",
+        institution_id=tenant.institution_id,
     )
 
 

@@ -4,13 +4,16 @@ MAX_ATTEMPTS, every attempt logged, sent once in effect when the job runs twice,
 under consent, and the secret sealed."""
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from api.exports import report_row
 from api.settings import REPO_ROOT
 from care import webhooks
 from care.models import CareLevel, Gender
@@ -28,6 +31,8 @@ from care.webhooks import (
     sign,
     verify_signature,
 )
+from compliance.audit import Outcome
+from compliance.audit.report import Access, AuditPrincipalKind, access_report
 from compliance.consent import (
     Category,
     Grantee,
@@ -407,6 +412,152 @@ async def test_resident_events_go_out_only_under_the_residents_consent(
     await notified(tenant, 83, resident_id=resident_id)
     assert await deliver(tenant, soon(), sender) == WebhookDelivery(claimed=1, withheld=1)
     assert len(receiver.received) == 1
+
+
+async def test_deliveries_about_a_resident_are_on_their_audit_trail_and_in_their_export(
+    world: World, receiver: Receiver, sender: HttpxSender
+) -> None:
+    from care.data_requests import export_resident  # the whole record: imports every part of it
+
+    tenant = await fresh_tenant(f"钩子披露-{uuid.uuid4().hex[:6]}")
+    client = await integrator(tenant, "床垫厂商")
+    await endpoint(tenant, client, receiver)
+
+    async def admit() -> int:
+        resident = await admit_resident(
+            Admission("钱桂芳", Gender.FEMALE, date(1937, 2, 2), CareLevel.ASSISTED, date(2026, 1, 5))
+        )
+        return resident.id
+
+    resident_id, other_id = await run_in_tenant(tenant, admit), await run_in_tenant(tenant, admit)
+    # No consent yet: withheld, and denied on the resident's trail with the reason.
+    await notified(tenant, 90, resident_id=resident_id)
+    assert await deliver(tenant, soon(), sender) == WebhookDelivery(claimed=1, withheld=1)
+    await run_in_tenant(
+        tenant,
+        lambda: record_consent(
+            NewConsent(
+                resident_id=resident_id,
+                grantor=Grantor(),
+                grantee=Grantee(GranteeKind.INTEGRATOR, client_id=client.client_id),
+                purposes=frozenset({Purpose.THIRD_PARTY_INTEGRATION}),
+                categories=frozenset({Category.DAILY_CARE}),
+                notice_version="v1",
+                notice_sha256="ab" * 32,
+                method=RecordingMethod.PAPER_SIGNATURE_SCANNED,
+            ),
+            recorded_by="t",
+        ),
+    )
+    await notified(tenant, 91, resident_id=resident_id)
+    await notified(tenant, 92)  # institution-level: on nobody's trail
+    await notified(tenant, 93, resident_id=other_id)  # another resident's (withheld: no consent)
+    assert await deliver(tenant, soon(), sender) == WebhookDelivery(claimed=3, delivered=2, withheld=1)
+    delivered_event = next(
+        request.event for request in receiver.verified if request.event["resident_id"] is not None
+    )
+
+    trail = await run_in_tenant(tenant, lambda: access_report(resident_id, limit=50))
+    disclosures = [event for event in trail if event.action == webhooks.DELIVER_ACTION]
+    assert [
+        (
+            event.principal_subject,
+            event.principal_kind,
+            event.client_id,
+            event.display_name,
+            event.outcome,
+            event.reason_code,
+            event.data_categories,
+            event.purpose,
+            event.access,
+        )
+        for event in disclosures
+    ] == [
+        (
+            f"client:{client.client_id}",
+            AuditPrincipalKind.INTEGRATOR,
+            client.client_id,
+            "床垫厂商",
+            outcome,
+            reason,
+            ("daily_care",),
+            "third_party_integration",
+            Access.READ,
+        )
+        for outcome, reason in ((Outcome.PERMITTED, None), (Outcome.DENIED, "no_consent"))  # newest first
+    ]
+    # The CSV export of the access report (api/exports.py) writes the same rows.
+    assert [report_row(event, ZoneInfo("Asia/Shanghai"))[1:] for event in disclosures] == [
+        [
+            "床垫厂商",
+            f"client:{client.client_id}",
+            "integrator",
+            "",
+            client.client_id,
+            "webhook.deliver",
+            "read",
+            "daily_care",
+            "third_party_integration",
+            outcome,
+            reason,
+        ]
+        for outcome, reason in (("permitted", ""), ("denied", "no_consent"))
+    ]
+    other_trail = await run_in_tenant(tenant, lambda: access_report(other_id, limit=50))
+    assert [(e.outcome, e.reason_code) for e in other_trail if e.action == webhooks.DELIVER_ACTION] == [
+        (Outcome.DENIED, "no_consent")
+    ]
+
+    document = await run_in_tenant(tenant, lambda: export_resident(resident_id))
+    (disclosed,) = document["webhook_disclosures"]
+    assert disclosed["event_id"] == delivered_event["id"] and disclosed["kind"] == "task.overdue"
+    assert disclosed["client_id"] == client.client_id and disclosed["client_name"] == "床垫厂商"
+    assert disclosed["endpoint_host"] == "127.0.0.1" and disclosed["delivered_at"]
+    assert "whsec_" not in json.dumps(document) and receiver.url not in json.dumps(document)
+    assert (await run_in_tenant(tenant, lambda: export_resident(other_id)))["webhook_disclosures"] == []
+
+
+async def test_a_dead_delivery_about_a_resident_is_a_failed_disclosure(
+    world: World, receiver: Receiver, sender: HttpxSender
+) -> None:
+    tenant = await fresh_tenant(f"钩子失败-{uuid.uuid4().hex[:6]}")
+    client = await integrator(tenant)
+    await endpoint(tenant, client, receiver)
+
+    async def admit() -> int:
+        resident = await admit_resident(
+            Admission("李淑珍", Gender.FEMALE, date(1939, 3, 3), CareLevel.ASSISTED, date(2026, 1, 5))
+        )
+        return resident.id
+
+    resident_id = await run_in_tenant(tenant, admit)
+    await run_in_tenant(
+        tenant,
+        lambda: record_consent(
+            NewConsent(
+                resident_id=resident_id,
+                grantor=Grantor(),
+                grantee=Grantee(GranteeKind.INTEGRATOR, client_id=client.client_id),
+                purposes=frozenset({Purpose.THIRD_PARTY_INTEGRATION}),
+                categories=frozenset({Category.DAILY_CARE}),
+                notice_version="v1",
+                notice_sha256="ab" * 32,
+                method=RecordingMethod.PAPER_SIGNATURE_SCANNED,
+            ),
+            recorded_by="t",
+        ),
+    )
+    await notified(tenant, 95, resident_id=resident_id)
+    receiver.statuses = [503] * MAX_ATTEMPTS
+    at = soon()
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        await deliver(tenant, at, sender)
+        at += backoff(attempt)
+    trail = await run_in_tenant(tenant, lambda: access_report(resident_id, limit=50))
+    # Retries are not disclosures of their own; the end of the delivery is (the receiver got it).
+    assert [(e.outcome, e.reason_code) for e in trail if e.action == webhooks.DELIVER_ACTION] == [
+        (Outcome.FAILED, "http_503")
+    ]
 
 
 async def test_registration_refuses_bad_input_and_other_institutions_clients(

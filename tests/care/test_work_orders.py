@@ -459,3 +459,85 @@ async def test_two_sweeps_at_once_escalate_once(world: World) -> None:
         return [row for row in await outbox() if row[0] == "work_order.sla_breached"]
 
     assert [row[3] for row in await in_tenant(tenant, breached)] == [found]
+
+
+async def test_routing_decides_who_handles_and_rerouting_keeps_the_deadlines(world: World) -> None:
+    """A work order routed to logistics is handled by logistics staff, its assignee and the supervisors
+    (the admin everywhere, the head nurse for nursing); re-routing it to nursing moves who handles it,
+    is recorded in the history, tells nursing, keeps the deadlines and is no response; the queues."""
+    assert world.institution_ids
+    tenant = await fresh_tenant("工单部门养老院")
+    fixer = (await staff_account(tenant.institution_id, StaffRole.LOGISTICS)).id
+    nurse = (await staff_account(tenant.institution_id, StaffRole.NURSE)).id
+    logistics = frozenset({StaffRole.LOGISTICS})
+    nursing = frozenset({StaffRole.NURSE})
+    head_nurse = frozenset({StaffRole.HEAD_NURSE})
+    admin = frozenset({StaffRole.INSTITUTION_ADMIN})
+
+    async def work() -> None:
+        found = await wo.raise_work_order(new(), STAFF, now=T0)
+        assert found.department_code == "logistics"
+        await wo.require_handler(found.id, account_id=fixer, roles=logistics)
+        await wo.require_handler(found.id, account_id=1, roles=admin)
+        for account_id, roles in ((nurse, nursing), (2, head_nurse), (3, frozenset({StaffRole.FINANCE}))):
+            with pytest.raises(wo.NotHandler) as refused:
+                await wo.require_handler(found.id, account_id=account_id, roles=roles)
+            assert isinstance(refused.value, Forbidden) and refused.value.reason == "NOT_HANDLER"
+
+        rerouted = await wo.assign(
+            found.id, assignee_account_id=None, department_code="nursing", actor="account:9", now=T0
+        )
+        assert (rerouted.department_code, rerouted.status, rerouted.responded_at) == (
+            "nursing",
+            wo.Status.OPEN,
+            None,
+        )
+        assert (rerouted.response_due_at, rerouted.resolution_due_at) == (
+            found.response_due_at,
+            found.resolution_due_at,
+        )
+        with pytest.raises(wo.NotHandler):
+            await wo.require_handler(found.id, account_id=fixer, roles=logistics)
+        await wo.require_handler(found.id, account_id=nurse, roles=nursing)
+        await wo.require_handler(found.id, account_id=2, roles=head_nurse)
+        await wo.require_handler(found.id, account_id=1, roles=admin)
+
+        # The assignee handles it, whatever their roles say today.
+        assigned = await wo.assign(
+            found.id, assignee_account_id=nurse, department_code=None, actor="account:2", now=T0
+        )
+        assert (assigned.status, assigned.responded_at) == (wo.Status.ACKNOWLEDGED, T0)
+        await wo.require_handler(found.id, account_id=nurse, roles=frozenset())
+
+        history = (await wo.events_of([found.id]))[found.id]
+        assert [(e.action, e.actor, e.department_code, e.assignee_account_id) for e in history] == [
+            ("raised", STAFF.subject, "logistics", None),
+            ("rerouted", "account:9", "nursing", None),
+            ("assigned", "account:2", "nursing", nurse),
+        ]
+        told = [row for row in await outbox() if row[0] == "work_order.rerouted"]
+        assert [(sorted(row[1]), row[3]) for row in told] == [
+            (["caregiver", "head_nurse", "nurse"], found.id)
+        ]
+
+        # Queues: what a staff member handles (their departments, or assigned to them).
+        other = await wo.raise_work_order(new("cleaning"), STAFF, now=T0)
+        assert (await wo.queue_of(fixer, logistics)).department_codes == {
+            "logistics",
+            "housekeeping",
+            "kitchen",
+        }
+        assert (await wo.queue_of(1, admin)).department_codes == {d.code for d in await wo.departments()}
+
+        async def listed(account_id: int, roles: frozenset[StaffRole]) -> list[int]:
+            given = wo.WorkOrderFilter(queue=await wo.queue_of(account_id, roles))
+            page = await wo.work_orders_page(given, now=T0, after_id=None, limit=10)
+            assert await wo.count_work_orders(given, now=T0) == len(page)
+            return [row.id for row in page]
+
+        assert await listed(fixer, logistics) == [other.id]
+        assert await listed(nurse, frozenset()) == [found.id]  # assigned to them
+        assert await listed(3, frozenset({StaffRole.FINANCE})) == []
+        assert await listed(1, admin) == [other.id, found.id]
+
+    await in_tenant(tenant, work)

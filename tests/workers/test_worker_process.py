@@ -141,12 +141,17 @@ async def test_a_sweep_killed_with_sigkill_and_restarted_delivers_everything_onc
     now = datetime.now(UTC).replace(microsecond=0)
     setups = [await overdue_institution("强杀", now, residents=2, tasks=40) for _ in range(3)]
     total = sum(len(setup.task_ids) for setup in setups)
+    # Only this test's institutions: the test database holds every other test's too (pending e-mails among
+    # them), which would make the sweep's length, and so what SIGTERM and SIGKILL cut, depend on them.
+    ours = [setup.tenant.institution_id for setup in setups]
     queue = queue_name(SHORT, settings.redis_namespace)
     job_id = f"sweep:{uuid.uuid4().hex}"
     log = tmp_path / "worker.log"
     with worker_process(settings, mail_room, log) as first:
         await ready(redis, queue, first)
-        job = await redis.enqueue_job("sweep_due", now=now, batch=10, _queue_name=queue, _job_id=job_id)
+        job = await redis.enqueue_job(
+            "sweep_due", now=now, batch=10, institution_ids=ours, _queue_name=queue, _job_id=job_id
+        )
         assert job is not None
         await until(lambda: mails_to(setups, mail_room) >= 40, "deliveries have started")
         first.send_signal(signal.SIGKILL)
@@ -162,7 +167,11 @@ async def test_a_sweep_killed_with_sigkill_and_restarted_delivers_everything_onc
         outcome = await Job(job_id, redis, _queue_name=queue).result(timeout=120, poll_delay=0.2)
         # And the next minute's sweep, as the cron would enqueue it: nothing left to do.
         later = await redis.enqueue_job(
-            "sweep_due", now=now + timedelta(minutes=1), _queue_name=queue, _job_id=f"{job_id}:next"
+            "sweep_due",
+            now=now + timedelta(minutes=1),
+            institution_ids=ours,
+            _queue_name=queue,
+            _job_id=f"{job_id}:next",
         )
         assert later is not None
         await later.result(timeout=120, poll_delay=0.2)
@@ -180,12 +189,17 @@ async def test_sigterm_lets_the_running_sweep_finish_and_takes_nothing_new(
     now = datetime.now(UTC).replace(microsecond=0)
     setups = [await overdue_institution("平滑", now, residents=2, tasks=30) for _ in range(2)]
     total = sum(len(setup.task_ids) for setup in setups)
+    # Only this test's institutions: the test database holds every other test's too (pending e-mails among
+    # them), which would make the sweep's length, and so what SIGTERM and SIGKILL cut, depend on them.
+    ours = [setup.tenant.institution_id for setup in setups]
     queue = queue_name(SHORT, settings.redis_namespace)
     job_id = f"sweep:{uuid.uuid4().hex}"
     log = tmp_path / "worker.log"
     with worker_process(settings, mail_room, log) as worker:
         await ready(redis, queue, worker)
-        job = await redis.enqueue_job("sweep_due", now=now, batch=10, _queue_name=queue, _job_id=job_id)
+        job = await redis.enqueue_job(
+            "sweep_due", now=now, batch=10, institution_ids=ours, _queue_name=queue, _job_id=job_id
+        )
         assert job is not None
         await until(lambda: mails_to(setups, mail_room) >= 10, "deliveries have started")
         worker.send_signal(signal.SIGTERM)
