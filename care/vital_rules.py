@@ -92,9 +92,9 @@ class NewRule:
 
 
 @dataclass(frozen=True, slots=True)
-class Rule:
-    id: int
-    version: int
+class RuleTerms:
+    """What a rule says, checked (check_rule): one version's terms."""
+
     name: str
     measure: vitals.Measure
     condition: Condition
@@ -106,6 +106,14 @@ class Rule:
     task_label: str | None
     task_due_minutes: int | None
     active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Rule(RuleTerms):
+    """A stored rule: its current version's terms."""
+
+    id: int
+    version: int
     retired_at: datetime | None
     recorded_by: str
     recorded_at: datetime
@@ -134,21 +142,6 @@ class Firing:
 # Validation ------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Checked:
-    name: str
-    measure: vitals.Measure
-    condition: Condition
-    times: int
-    days: int
-    direction: Direction
-    notify_roles: tuple[StaffRole, ...]
-    task_role: StaffRole | None
-    task_label: str | None
-    task_due_minutes: int | None
-    active: bool
-
-
 def _member(enum: type[StrEnum], value: object) -> Any:
     try:
         return enum(str(value).strip().lower())
@@ -156,7 +149,7 @@ def _member(enum: type[StrEnum], value: object) -> Any:
         return None
 
 
-def check_rule(new: NewRule) -> _Checked:
+def check_rule(new: NewRule) -> RuleTerms:
     """`new` cleaned, or ValidationFailed with every problem."""
     problems: list[InvalidInput] = []
     name = text(new.name, "name", problems, limit=MAX_NAME, required=True)
@@ -227,7 +220,7 @@ def check_rule(new: NewRule) -> _Checked:
     raise_if_any(problems)
     assert name is not None and measure is not None and condition is not None and direction is not None
     assert days is not None
-    return _Checked(
+    return RuleTerms(
         name, measure, condition, times, days, direction, tuple(roles), task_role, label, due, new.active
     )
 

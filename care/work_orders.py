@@ -645,6 +645,22 @@ async def _event(
     return int(rows[0]["id"])
 
 
+def _to_department(
+    to: Department, kind: str, message: str, key: str, work_order_id: int, resident_id: int | None
+) -> Notification:
+    """A notification about a work order to a department: its members, or its leads when none is named."""
+    return Notification(
+        kind=kind,
+        message=message,
+        idempotency_key=key,
+        roles=to.member_roles or to.lead_roles,
+        params={"work_order_id": work_order_id},
+        resident_id=resident_id,
+        subject_type="WorkOrder",
+        subject_id=work_order_id,
+    )
+
+
 async def raise_work_order(new: NewWorkOrder, requester: Requester, *, now: datetime) -> WorkOrder:
     """A new work order, routed and given its deadlines; the department told. ValidationFailed with every
     problem of the input; NotFound for an unknown resident; Erased for an erased one."""
@@ -703,17 +719,14 @@ async def raise_work_order(new: NewWorkOrder, requester: Requester, *, now: date
         to_status=Status.OPEN,
         department_code=department_code,
     )
-    found = await department(department_code)
     await notify(
-        Notification(
-            kind="work_order.created",
-            message=WORK_ORDER_CREATED,
-            idempotency_key=f"work_order.created:{work_order_id}",
-            roles=found.member_roles or found.lead_roles,
-            params={"work_order_id": work_order_id},
-            resident_id=new.resident_id,
-            subject_type="WorkOrder",
-            subject_id=work_order_id,
+        _to_department(
+            await department(department_code),
+            "work_order.created",
+            WORK_ORDER_CREATED,
+            f"work_order.created:{work_order_id}",
+            work_order_id,
+            new.resident_id,
         )
     )
     return await work_order(work_order_id)
@@ -987,17 +1000,14 @@ async def assign(
         assignee_account_id=assignee_account_id,
     )
     if rerouted:
-        routed_to = known[code]
         await notify(
-            Notification(
-                kind="work_order.rerouted",
-                message=WORK_ORDER_REROUTED,
-                idempotency_key=f"work_order.rerouted:{work_order_id}:{event_id}",
-                roles=routed_to.member_roles or routed_to.lead_roles,
-                params={"work_order_id": work_order_id},
-                resident_id=found.resident_id,
-                subject_type="WorkOrder",
-                subject_id=work_order_id,
+            _to_department(
+                known[code],
+                "work_order.rerouted",
+                WORK_ORDER_REROUTED,
+                f"work_order.rerouted:{work_order_id}:{event_id}",
+                work_order_id,
+                found.resident_id,
             )
         )
     return await work_order(work_order_id)

@@ -7,8 +7,9 @@ result also vitals.record, whose reading lands in the vitals record). The client
 "Care plans and tasks".
 """
 
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Protocol, TypeVar
 
 import strawberry
 
@@ -18,10 +19,10 @@ from care import vitals
 from care.residents import institution_today
 from compliance.consent import Category
 from compliance.policy import Action, require
-from compliance.principals import PrincipalKind
+from compliance.principals import PrincipalKind, StaffRole
 from schema.context import YiyangInfo
 from schema.ids import decode_id, encode_id
-from schema.pagination import Connection, connection, page_request
+from schema.pagination import Connection, PageRequest, connection, page_request
 from schema.resident_access import (
     ResidentNode,
     consent_refusals,
@@ -180,6 +181,52 @@ async def resident_tasks(
     )
 
 
+class _DueOfResident(care.Due, Protocol):
+    @property
+    def resident_id(self) -> int: ...
+
+
+DueT = TypeVar("DueT", bound=_DueOfResident)
+NodeT = TypeVar("NodeT")
+
+
+async def my_day(
+    info: YiyangInfo,
+    action: Action,
+    day: date | None,
+    page: PageRequest,
+    *,
+    rows: Callable[..., Awaitable[Sequence[DueT]]],
+    count: Callable[[int, Iterable[StaffRole], date], Awaitable[int]],
+    node: Callable[[DueT, int], NodeT],
+) -> Connection[NodeT]:
+    """A member of staff's own rows due on a local day of the acting institution (default today), by due
+    time: `rows(account_id, roles, day, after_key=, limit=)` and `count(account_id, roles, day)` (myTasks,
+    mySopSteps). Staff read under care delivery: every resident's read goes on the audit trail all the
+    same."""
+    principal = require(info.context.principal, action)
+    tenant = info.context.require_tenant()
+    account_id = principal.account_id
+    if principal.kind is not PrincipalKind.STAFF or account_id is None:
+        raise NotFound("Not found.")
+    wanted = day or institution_today()
+    found = await rows(account_id, principal.roles, wanted, after_key=page.after_key, limit=page.size + 1)
+    await consent_refusals(
+        info,
+        action,
+        (row.resident_id for row in found[: page.size]),
+        Category.DAILY_CARE,
+        kinds=frozenset({PrincipalKind.FAMILY, PrincipalKind.INTEGRATOR}),
+    )
+    return connection(
+        found,
+        page,
+        key=care.page_key,
+        node=lambda row: node(row, tenant.institution_id),
+        count_total=lambda: count(account_id, principal.roles, wanted),
+    )
+
+
 # Queries ---------------------------------------------------------------------------------------------
 
 
@@ -192,31 +239,14 @@ class CarePlanQueries:
     async def my_tasks(
         self, info: YiyangInfo, day: date | None = None, first: int | None = None, after: str | None = None
     ) -> Connection[CareTaskType]:
-        principal = require(info.context.principal, Action.TASK_VIEW)
-        tenant = info.context.require_tenant()
-        account_id = principal.account_id
-        if principal.kind is not PrincipalKind.STAFF or account_id is None:
-            raise NotFound("Not found.")
-        page = page_request(first, after)
-        wanted = day or institution_today()
-        rows = await care.tasks_of_caregiver(
-            account_id, principal.roles, wanted, after_key=page.after_key, limit=page.size + 1
-        )
-        shown = rows[: page.size]
-        # Staff read under care delivery: every resident's read goes on the audit trail all the same.
-        await consent_refusals(
+        return await my_day(
             info,
             Action.TASK_VIEW,
-            (row.resident_id for row in shown),
-            Category.DAILY_CARE,
-            kinds=frozenset({PrincipalKind.FAMILY, PrincipalKind.INTEGRATOR}),
-        )
-        return connection(
-            rows,
-            page,
-            key=lambda row: care.page_key(row),
-            node=lambda row: CareTaskType.of(row, tenant.institution_id),
-            count_total=lambda: care.count_tasks_of_caregiver(account_id, principal.roles, wanted),
+            day,
+            page_request(first, after),
+            rows=care.tasks_of_caregiver,
+            count=care.count_tasks_of_caregiver,
+            node=CareTaskType.of,
         )
 
 

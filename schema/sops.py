@@ -13,19 +13,17 @@ from datetime import UTC, date, datetime
 
 import strawberry
 
-from care import family_log, tasks
+from care import family_log
 from care import sops as care
-from care.residents import institution_today
 from compliance.consent import Category
 from compliance.policy import Action, require
-from compliance.principals import PrincipalKind
+from schema.care_plans import my_day
 from schema.context import YiyangInfo
 from schema.family_log import ChannelEnum, DirectionEnum
 from schema.ids import decode_id, encode_id
 from schema.pagination import Connection, connection, page_request
 from schema.resident_access import (
     ResidentNode,
-    consent_refusals,
     part_to_change,
     recorder,
     require_resident_access,
@@ -303,29 +301,14 @@ class SopQueries:
     async def my_sop_steps(
         self, info: YiyangInfo, day: date | None = None, first: int | None = None, after: str | None = None
     ) -> Connection[SopStepType]:
-        principal = require(info.context.principal, Action.SOP_STEP_VIEW)
-        tenant = info.context.require_tenant()
-        account_id = principal.account_id
-        if principal.kind is not PrincipalKind.STAFF or account_id is None:
-            raise NotFound("Not found.")
-        page = page_request(first, after)
-        wanted = day or institution_today()
-        rows = await care.steps_of_staff(
-            account_id, principal.roles, wanted, after_key=page.after_key, limit=page.size + 1
-        )
-        await consent_refusals(
+        return await my_day(
             info,
             Action.SOP_STEP_VIEW,
-            (row.resident_id for row in rows[: page.size]),
-            Category.DAILY_CARE,
-            kinds=frozenset({PrincipalKind.FAMILY, PrincipalKind.INTEGRATOR}),
-        )
-        return connection(
-            rows,
-            page,
-            key=tasks.page_key,
-            node=lambda row: SopStepType.of(row, tenant.institution_id),
-            count_total=lambda: care.count_steps_of_staff(account_id, principal.roles, wanted),
+            day,
+            page_request(first, after),
+            rows=care.steps_of_staff,
+            count=care.count_steps_of_staff,
+            node=SopStepType.of,
         )
 
 
@@ -460,6 +443,11 @@ async def _saved_template(
     return SopTemplatePayload(template=SopTemplateType.of(found), user_errors=[])
 
 
+async def _retired_template(info: YiyangInfo, source: care.Source, template_id: int) -> SopTemplatePayload:
+    found = await care.retire_template(source, template_id, by=recorder(info), now=datetime.now(UTC))
+    return SopTemplatePayload(template=SopTemplateType.of(found), user_errors=[])
+
+
 def _own_template(info: YiyangInfo, given: strawberry.ID) -> int:
     institution_id, template_id = decode_id("SopTemplate", given, 2, field="templateId")
     require(info.context.principal, Action.SOP_TEMPLATE_EDIT, institution=institution_id)
@@ -500,11 +488,7 @@ class SopMutations:
     async def retire_sop_template(
         self, info: YiyangInfo, input: RetireSopTemplateInput
     ) -> SopTemplatePayload:
-        template_id = _own_template(info, input.template_id)
-        found = await care.retire_template(
-            care.Source.INSTITUTION, template_id, by=recorder(info), now=datetime.now(UTC)
-        )
-        return SopTemplatePayload(template=SopTemplateType.of(found), user_errors=[])
+        return await _retired_template(info, care.Source.INSTITUTION, _own_template(info, input.template_id))
 
     @strawberry.mutation(
         description="Create a chain's SOP template (chain admins), or edit one (a new version)."
@@ -531,11 +515,9 @@ class SopMutations:
     async def retire_chain_sop_template(
         self, info: YiyangInfo, input: RetireSopTemplateInput
     ) -> SopTemplatePayload:
-        template_id = await _chain_template(info, input.template_id)
-        found = await care.retire_template(
-            care.Source.CHAIN, template_id, by=recorder(info), now=datetime.now(UTC)
+        return await _retired_template(
+            info, care.Source.CHAIN, await _chain_template(info, input.template_id)
         )
-        return SopTemplatePayload(template=SopTemplateType.of(found), user_errors=[])
 
     @strawberry.mutation(
         description="Name the resident's butler (SOP steps for the butler go to them), or remove them."

@@ -16,6 +16,7 @@ department it is routed to, its assignee or a supervisor); a refusal is FORBIDDE
 NOT_HANDLER) and on the audit trail. Viewing stays a matter of the role.
 """
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -345,6 +346,18 @@ class WorkOrderFilterInput:
     )
 
 
+async def _changed(
+    info: YiyangInfo, change: Callable[[datetime], Awaitable[care.WorkOrder]]
+) -> "WorkOrderPayload":
+    """A mutation's payload: the work order as `change` (at now) left it, or the user errors it raised."""
+    now = datetime.now(UTC)
+    try:
+        found = await change(now)
+    except USER_ERROR_TYPES as error:
+        return WorkOrderPayload(work_order=None, user_errors=user_errors(info, error))
+    return WorkOrderPayload(work_order=_node(info, found, now), user_errors=[])
+
+
 async def _page(
     info: YiyangInfo, given: care.WorkOrderFilter, first: int | None, after: str | None
 ) -> Connection[WorkOrderType]:
@@ -575,7 +588,6 @@ class WorkOrderMutations:
                 missing = InvalidInput(FAMILY_NEEDS_RESIDENT, field="residentId")
                 return WorkOrderPayload(work_order=None, user_errors=user_errors(info, missing))
         requester = _requester(info)
-        now = datetime.now(UTC)
         new = care.NewWorkOrder(
             kind=input.kind,
             category=input.category,
@@ -585,11 +597,7 @@ class WorkOrderMutations:
             location=input.location,
             resident_id=resident_pk,
         )
-        try:
-            found = await care.raise_work_order(new, requester, now=now)
-        except USER_ERROR_TYPES as error:
-            return WorkOrderPayload(work_order=None, user_errors=user_errors(info, error))
-        return WorkOrderPayload(work_order=_node(info, found, now), user_errors=[])
+        return await _changed(info, lambda now: care.raise_work_order(new, requester, now=now))
 
     @strawberry.mutation(
         description="Move a work order along open → acknowledged → in progress → resolved → closed (or "
@@ -603,12 +611,9 @@ class WorkOrderMutations:
         if not own:
             await _require_handler(info, pk, resident_id)
         await _decide(info, Action.WORK_ORDER_RAISE if own else Action.WORK_ORDER_HANDLE, resident_id)
-        now = datetime.now(UTC)
-        try:
-            found = await care.change_status(pk, input.change, actor=recorder(info), now=now)
-        except USER_ERROR_TYPES as error:
-            return WorkOrderPayload(work_order=None, user_errors=user_errors(info, error))
-        return WorkOrderPayload(work_order=_node(info, found, now), user_errors=[])
+        return await _changed(
+            info, lambda now: care.change_status(pk, input.change, actor=recorder(info), now=now)
+        )
 
     @strawberry.mutation(
         description="Hand a work order to a member of its department, or re-route it to another department "
@@ -620,18 +625,16 @@ class WorkOrderMutations:
         pk, resident_id, _ = await _target(info, input.work_order_id)
         await _require_handler(info, pk, resident_id)
         await _decide(info, Action.WORK_ORDER_HANDLE, resident_id)
-        now = datetime.now(UTC)
-        try:
-            found = await care.assign(
+        return await _changed(
+            info,
+            lambda now: care.assign(
                 pk,
                 assignee_account_id=assignee,
                 department_code=input.department,
                 actor=recorder(info),
                 now=now,
-            )
-        except USER_ERROR_TYPES as error:
-            return WorkOrderPayload(work_order=None, user_errors=user_errors(info, error))
-        return WorkOrderPayload(work_order=_node(info, found, now), user_errors=[])
+            ),
+        )
 
     @strawberry.mutation(description="Comment on a work order (its requester, or those who handle it).")
     async def comment_on_work_order(
@@ -658,12 +661,9 @@ class WorkOrderMutations:
     async def rate_work_order(self, info: YiyangInfo, input: RateWorkOrderInput) -> WorkOrderPayload:
         pk, resident_id, _ = await _target(info, input.work_order_id)
         await _decide(info, Action.WORK_ORDER_RAISE, resident_id)
-        now = datetime.now(UTC)
-        try:
-            found = await care.rate(pk, input.rating, input.comment, requester=_requester(info), now=now)
-        except USER_ERROR_TYPES as error:
-            return WorkOrderPayload(work_order=None, user_errors=user_errors(info, error))
-        return WorkOrderPayload(work_order=_node(info, found, now), user_errors=[])
+        return await _changed(
+            info, lambda now: care.rate(pk, input.rating, input.comment, requester=_requester(info), now=now)
+        )
 
     @strawberry.mutation(description="Route a category (of a priority, or of any) to a department.")
     async def set_work_order_routing_rule(

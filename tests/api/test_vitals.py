@@ -12,16 +12,7 @@ import httpx
 import pytest
 
 from care import vitals
-from compliance.consent import (
-    Category,
-    Grantee,
-    GranteeKind,
-    Grantor,
-    NewConsent,
-    Purpose,
-    RecordingMethod,
-    record_consent,
-)
+from compliance.consent import Category, record_consent
 from compliance.encryption import destroy_data_key, field_cipher
 from compliance.identity.clients import create_integrator_client
 from compliance.principals import Principal, PrincipalKind, StaffRole
@@ -29,6 +20,7 @@ from schema.ids import encode_id
 from tenants.models import Institution
 from tenants.registry import tenant_ref
 from tenants.unit_of_work import run_in_tenant
+from tests.care.notification_support import integrator_consent
 from tests.conftest import World, gql, token_for
 
 T = TypeVar("T")
@@ -116,17 +108,7 @@ async def vitals_consent(institution_id: int, resident_pk: int, client_id: str) 
 
     async def work() -> None:
         await record_consent(
-            NewConsent(
-                resident_id=resident_pk,
-                grantor=Grantor(),
-                grantee=Grantee(GranteeKind.INTEGRATOR, client_id=client_id),
-                purposes=frozenset({Purpose.THIRD_PARTY_INTEGRATION}),
-                categories=frozenset({Category.VITALS}),
-                notice_version="v1",
-                notice_sha256="0" * 64,
-                method=RecordingMethod.PAPER_SIGNATURE_SCANNED,
-            ),
-            recorded_by="test",
+            integrator_consent(resident_pk, client_id, frozenset({Category.VITALS})), recorded_by="test"
         )
 
     await in_tenant(institution_id, work)

@@ -87,6 +87,16 @@ def payload(body: dict, name: str) -> dict:
     return body["data"][name]
 
 
+async def register(
+    client: httpx.AsyncClient, token: str, url: str, kinds: list[str], client_id: str | None = None
+) -> dict:
+    """registerWebhookEndpoint's payload (the caller's own client when no `client_id`)."""
+    variables: dict[str, object] = {"url": url, "kinds": kinds}
+    if client_id is not None:
+        variables["clientId"] = client_id
+    return payload(await gql(client, REGISTER, variables, token=token), "registerWebhookEndpoint")
+
+
 def codes(body: dict) -> list[str]:
     return [error["extensions"]["code"] for error in body.get("errors", [])]
 
@@ -98,14 +108,8 @@ async def test_the_admin_registers_an_endpoint_and_sees_its_secret_once(
     integration = await integrator(tenant)
     token = staff_member_token(tenant.institution_id, StaffRole.INSTITUTION_ADMIN)
     client_id = encode_id("IntegratorClient", integration.client.id)
-    registered = payload(
-        await gql(
-            client,
-            REGISTER,
-            {"url": receiver.url, "kinds": ["work_order.created", "task.overdue"], "clientId": client_id},
-            token=token,
-        ),
-        "registerWebhookEndpoint",
+    registered = await register(
+        client, token, receiver.url, ["work_order.created", "task.overdue"], client_id
     )
     assert registered["userErrors"] == []
     secret = registered["secret"]
@@ -170,29 +174,13 @@ async def test_bad_input_is_user_errors(client: httpx.AsyncClient, world: World)
     assert await errors("https://hooks.example.com/y", ["task.overdue"], None) == [
         ("clientId", "Choose the integrator client the endpoint belongs to.")
     ]
-    chinese = payload(
-        await gql(
-            client,
-            REGISTER,
-            {"url": "ftp://x", "kinds": ["task.overdue"], "clientId": client_id},
-            token=token,
-        ),
-        "registerWebhookEndpoint",
-    )
+    chinese = await register(client, token, "ftp://x", ["task.overdue"], client_id)
     assert chinese["userErrors"] == [
         {"field": "url", "message": "请输入完整的 http 或 https 网址。", "code": "BAD_USER_INPUT"}
     ]
     listed = payload(await gql(client, ENDPOINTS, {}, token=token), "webhookEndpoints")
     assert listed["totalCount"] == 0
-    registered = payload(
-        await gql(
-            client,
-            REGISTER,
-            {"url": "https://hooks.example.com/y", "kinds": ["task.overdue"], "clientId": client_id},
-            token=token,
-        ),
-        "registerWebhookEndpoint",
-    )
+    registered = await register(client, token, "https://hooks.example.com/y", ["task.overdue"], client_id)
     bad_update = payload(
         await gql(client, UPDATE, {"id": registered["endpoint"]["id"], "kinds": []}, token=token),
         "updateWebhookEndpoint",
@@ -206,25 +194,14 @@ async def test_an_integrator_manages_its_own_endpoints_only(
     tenant = await fresh_tenant(f"钩子客户端-{uuid.uuid4().hex[:6]}")
     mine, theirs = await integrator(tenant, "我方"), await integrator(tenant, "他方")
     admin = staff_member_token(tenant.institution_id, StaffRole.INSTITUTION_ADMIN)
-    their_endpoint = payload(
-        await gql(
-            client,
-            REGISTER,
-            {
-                "url": receiver.url,
-                "kinds": ["task.overdue"],
-                "clientId": encode_id("IntegratorClient", theirs.client.id),
-            },
-            token=admin,
-        ),
-        "registerWebhookEndpoint",
+    their_endpoint = (
+        await register(
+            client, admin, receiver.url, ["task.overdue"], encode_id("IntegratorClient", theirs.client.id)
+        )
     )["endpoint"]
 
     token = client_token(mine, tenant.institution_id, frozenset({"webhooks:manage"}))
-    own = payload(
-        await gql(client, REGISTER, {"url": receiver.url, "kinds": ["work_order.resolved"]}, token=token),
-        "registerWebhookEndpoint",
-    )
+    own = await register(client, token, receiver.url, ["work_order.resolved"])
     assert own["userErrors"] == [] and own["secret"]
     assert own["endpoint"]["clientId"] == encode_id("IntegratorClient", mine.client.id)
     assert own["endpoint"]["createdBy"] == f"client:{mine.client_id}"
@@ -298,10 +275,7 @@ async def test_the_token_endpoint_grants_webhooks_manage_only_to_clients_created
     issued = await client_credentials_token(client, manager, "webhooks:manage")
     assert issued.status_code == 200 and issued.json()["scope"] == "webhooks:manage", issued.text
     token = issued.json()["access_token"]
-    own = payload(
-        await gql(client, REGISTER, {"url": receiver.url, "kinds": ["task.overdue"]}, token=token),
-        "registerWebhookEndpoint",
-    )
+    own = await register(client, token, receiver.url, ["task.overdue"])
     assert own["userErrors"] == [] and own["endpoint"]["clientId"] == encode_id(
         "IntegratorClient", manager.client.id
     )
@@ -325,18 +299,8 @@ async def test_the_delivery_log_shows_every_attempt(
     tenant = await fresh_tenant(f"钩子日志-{uuid.uuid4().hex[:6]}")
     integration = await integrator(tenant)
     token = staff_member_token(tenant.institution_id, StaffRole.INSTITUTION_ADMIN)
-    registered = payload(
-        await gql(
-            client,
-            REGISTER,
-            {
-                "url": receiver.url,
-                "kinds": ["task.overdue"],
-                "clientId": encode_id("IntegratorClient", integration.client.id),
-            },
-            token=token,
-        ),
-        "registerWebhookEndpoint",
+    registered = await register(
+        client, token, receiver.url, ["task.overdue"], encode_id("IntegratorClient", integration.client.id)
     )
     receiver.secret = registered["secret"]
     await run_in_tenant(tenant, lambda: notify(overdue_task(301)))
@@ -366,18 +330,12 @@ async def test_another_institutions_endpoint_is_not_found(
     tenant = await fresh_tenant(f"钩子隔离-{uuid.uuid4().hex[:6]}")
     other = await fresh_tenant(f"钩子他院-{uuid.uuid4().hex[:6]}")
     theirs = await integrator(other)
-    registered = payload(
-        await gql(
-            client,
-            REGISTER,
-            {
-                "url": receiver.url,
-                "kinds": ["task.overdue"],
-                "clientId": encode_id("IntegratorClient", theirs.client.id),
-            },
-            token=staff_member_token(other.institution_id, StaffRole.INSTITUTION_ADMIN),
-        ),
-        "registerWebhookEndpoint",
+    registered = await register(
+        client,
+        staff_member_token(other.institution_id, StaffRole.INSTITUTION_ADMIN),
+        receiver.url,
+        ["task.overdue"],
+        encode_id("IntegratorClient", theirs.client.id),
     )
     their_id = registered["endpoint"]["id"]
     mine = staff_member_token(tenant.institution_id, StaffRole.INSTITUTION_ADMIN)

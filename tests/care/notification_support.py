@@ -1,6 +1,6 @@
 """Helpers of the notification tests: a real SMTP server (aiosmtpd) on 127.0.0.1, a real webhook receiver
-(HTTP) on 127.0.0.1, staff accounts with a role in an institution, an integrator client, a notification
-about a resident."""
+(HTTP) on 127.0.0.1, staff accounts with a role in an institution, an integrator client and a resident's
+consent to it, a notification about a resident."""
 
 import json
 import socket
@@ -20,6 +20,15 @@ from aiosmtpd.controller import Controller
 from api.settings import SmtpSettings
 from care.notifications import TASK_OVERDUE, Notification
 from care.webhooks import SIGNATURE_HEADER, verify_signature
+from compliance.consent import (
+    Category,
+    Grantee,
+    GranteeKind,
+    Grantor,
+    NewConsent,
+    Purpose,
+    RecordingMethod,
+)
 from compliance.identity.account_models import AccountKind, UserAccount
 from compliance.identity.accounts import NewAccount, add_staff_membership, create_account
 from compliance.identity.clients import CreatedClient, create_integrator_client
@@ -53,10 +62,11 @@ class MailRoom:
 
 
 @asynccontextmanager
-async def smtp_server() -> AsyncIterator[MailRoom]:
-    """A real SMTP server on a free port of 127.0.0.1 for the block (tests' `mail_room` fixtures)."""
+async def smtp_server(room_class: type[MailRoom] = MailRoom) -> AsyncIterator[MailRoom]:
+    """A real SMTP server on a free port of 127.0.0.1 for the block (tests' `mail_room` fixtures), handled
+    by a `room_class` (a subclass may answer slowly: tests/workers/test_worker_process.py)."""
     port = free_port()
-    room = MailRoom(SmtpSettings(host="127.0.0.1", port=port, mail_from=MAIL_FROM))
+    room = room_class(SmtpSettings(host="127.0.0.1", port=port, mail_from=MAIL_FROM))
     controller = Controller(room, hostname="127.0.0.1", port=port)
     controller.start()
     try:
@@ -139,6 +149,21 @@ async def integrator(tenant: TenantRef, name: str = "对接测试") -> CreatedCl
         scopes=["residents:read", "webhooks:manage"],
         created_by="test",
         institution_id=tenant.institution_id,
+    )
+
+
+def integrator_consent(resident_id: int, client_id: str, categories: frozenset[Category]) -> NewConsent:
+    """The resident's consent (on paper) to the integrator client's receiving `categories`: what an
+    integrator needs besides its scope (compliance/consent.py)."""
+    return NewConsent(
+        resident_id=resident_id,
+        grantor=Grantor(),
+        grantee=Grantee(GranteeKind.INTEGRATOR, client_id=client_id),
+        purposes=frozenset({Purpose.THIRD_PARTY_INTEGRATION}),
+        categories=categories,
+        notice_version="v1",
+        notice_sha256="ab" * 32,
+        method=RecordingMethod.PAPER_SIGNATURE_SCANNED,
     )
 
 

@@ -33,23 +33,20 @@ from care.webhooks import (
 )
 from compliance.audit import Outcome
 from compliance.audit.report import Access, AuditPrincipalKind, access_report
-from compliance.consent import (
-    Category,
-    Grantee,
-    GranteeKind,
-    Grantor,
-    NewConsent,
-    Purpose,
-    RecordingMethod,
-    record_consent,
-    withdraw_consent,
-)
+from compliance.consent import Category, ConsentVersion, record_consent, withdraw_consent
 from compliance.identity.clients import CreatedClient, revoke_client
 from tenants.context import TenantRef
 from tenants.db import default_connection
 from tenants.errors import InvalidInput, NotFound, ValidationFailed
 from tenants.unit_of_work import run_in_tenant
-from tests.care.notification_support import Receiver, free_port, integrator, overdue_task, running_receiver
+from tests.care.notification_support import (
+    Receiver,
+    free_port,
+    integrator,
+    integrator_consent,
+    overdue_task,
+    running_receiver,
+)
 from tests.compliance.audit_support import fresh_tenant
 from tests.conftest import World
 
@@ -109,6 +106,25 @@ async def notified(tenant: TenantRef, task_id: int, **changes: object) -> int:
     written = await run_in_tenant(tenant, lambda: notify(overdue_task(task_id, **changes)))
     assert written is not None
     return written
+
+
+async def admitted(tenant: TenantRef, name: str, born: date) -> int:
+    resident = await run_in_tenant(
+        tenant,
+        lambda: admit_resident(Admission(name, Gender.FEMALE, born, CareLevel.ASSISTED, date(2026, 1, 5))),
+    )
+    return resident.id
+
+
+async def consented(
+    tenant: TenantRef,
+    resident_id: int,
+    client: CreatedClient,
+    categories: frozenset[Category] = frozenset({Category.DAILY_CARE}),
+) -> ConsentVersion:
+    """The resident's consent to the integrator's receiving `categories` (recorded on paper)."""
+    consent = integrator_consent(resident_id, client.client_id, categories)
+    return await run_in_tenant(tenant, lambda: record_consent(consent, recorded_by="t"))
 
 
 # --- signatures -----------------------------------------------------------------------------------
@@ -369,40 +385,18 @@ async def test_resident_events_go_out_only_under_the_residents_consent(
     client = await integrator(tenant)
     await endpoint(tenant, client, receiver)
 
-    async def admit() -> int:
-        resident = await admit_resident(
-            Admission("孙秀英", Gender.FEMALE, date(1938, 4, 4), CareLevel.ASSISTED, date(2026, 1, 5))
-        )
-        return resident.id
-
-    resident_id = await run_in_tenant(tenant, admit)
+    resident_id = await admitted(tenant, "孙秀英", date(1938, 4, 4))
     await notified(tenant, 80, resident_id=resident_id)
     assert await deliver(tenant, soon(), sender) == WebhookDelivery(claimed=1, withheld=1)
     assert receiver.received == []
     assert [row["last_error"] for row in await deliveries(tenant)] == ["no_consent"]
 
-    def consent(categories: frozenset[Category]) -> NewConsent:
-        return NewConsent(
-            resident_id=resident_id,
-            grantor=Grantor(),
-            grantee=Grantee(GranteeKind.INTEGRATOR, client_id=client.client_id),
-            purposes=frozenset({Purpose.THIRD_PARTY_INTEGRATION}),
-            categories=categories,
-            notice_version="v1",
-            notice_sha256="ab" * 32,
-            method=RecordingMethod.PAPER_SIGNATURE_SCANNED,
-        )
-
     # A consent for vitals only does not cover a care task's event (daily care).
-    await run_in_tenant(
-        tenant, lambda: record_consent(consent(frozenset({Category.VITALS})), recorded_by="t")
-    )
+    await consented(tenant, resident_id, client, frozenset({Category.VITALS}))
     await notified(tenant, 81, resident_id=resident_id)
     assert await deliver(tenant, soon(), sender) == WebhookDelivery(claimed=1, withheld=1)
 
-    given = await run_in_tenant(
-        tenant, lambda: record_consent(consent(frozenset({Category.DAILY_CARE})), recorded_by="t")
-    )
+    given = await consented(tenant, resident_id, client)
     await notified(tenant, 82, resident_id=resident_id)
     assert await deliver(tenant, soon(), sender) == WebhookDelivery(claimed=1, delivered=1)
     event = receiver.verified[0].event
@@ -423,32 +417,12 @@ async def test_deliveries_about_a_resident_are_on_their_audit_trail_and_in_their
     client = await integrator(tenant, "床垫厂商")
     await endpoint(tenant, client, receiver)
 
-    async def admit() -> int:
-        resident = await admit_resident(
-            Admission("钱桂芳", Gender.FEMALE, date(1937, 2, 2), CareLevel.ASSISTED, date(2026, 1, 5))
-        )
-        return resident.id
-
-    resident_id, other_id = await run_in_tenant(tenant, admit), await run_in_tenant(tenant, admit)
+    resident_id = await admitted(tenant, "钱桂芳", date(1937, 2, 2))
+    other_id = await admitted(tenant, "钱桂芳", date(1937, 2, 2))
     # No consent yet: withheld, and denied on the resident's trail with the reason.
     await notified(tenant, 90, resident_id=resident_id)
     assert await deliver(tenant, soon(), sender) == WebhookDelivery(claimed=1, withheld=1)
-    await run_in_tenant(
-        tenant,
-        lambda: record_consent(
-            NewConsent(
-                resident_id=resident_id,
-                grantor=Grantor(),
-                grantee=Grantee(GranteeKind.INTEGRATOR, client_id=client.client_id),
-                purposes=frozenset({Purpose.THIRD_PARTY_INTEGRATION}),
-                categories=frozenset({Category.DAILY_CARE}),
-                notice_version="v1",
-                notice_sha256="ab" * 32,
-                method=RecordingMethod.PAPER_SIGNATURE_SCANNED,
-            ),
-            recorded_by="t",
-        ),
-    )
+    await consented(tenant, resident_id, client)
     await notified(tenant, 91, resident_id=resident_id)
     await notified(tenant, 92)  # institution-level: on nobody's trail
     await notified(tenant, 93, resident_id=other_id)  # another resident's (withheld: no consent)
@@ -524,29 +498,8 @@ async def test_a_dead_delivery_about_a_resident_is_a_failed_disclosure(
     client = await integrator(tenant)
     await endpoint(tenant, client, receiver)
 
-    async def admit() -> int:
-        resident = await admit_resident(
-            Admission("李淑珍", Gender.FEMALE, date(1939, 3, 3), CareLevel.ASSISTED, date(2026, 1, 5))
-        )
-        return resident.id
-
-    resident_id = await run_in_tenant(tenant, admit)
-    await run_in_tenant(
-        tenant,
-        lambda: record_consent(
-            NewConsent(
-                resident_id=resident_id,
-                grantor=Grantor(),
-                grantee=Grantee(GranteeKind.INTEGRATOR, client_id=client.client_id),
-                purposes=frozenset({Purpose.THIRD_PARTY_INTEGRATION}),
-                categories=frozenset({Category.DAILY_CARE}),
-                notice_version="v1",
-                notice_sha256="ab" * 32,
-                method=RecordingMethod.PAPER_SIGNATURE_SCANNED,
-            ),
-            recorded_by="t",
-        ),
-    )
+    resident_id = await admitted(tenant, "李淑珍", date(1939, 3, 3))
+    await consented(tenant, resident_id, client)
     await notified(tenant, 95, resident_id=resident_id)
     receiver.statuses = [503] * MAX_ATTEMPTS
     at = soon()

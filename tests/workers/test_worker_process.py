@@ -16,18 +16,18 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 from arq.jobs import Job, JobStatus
 
-from api.settings import REPO_ROOT, Settings, SmtpSettings
-from tests.care.notification_support import MAIL_FROM, MailRoom, free_port
+from api.settings import REPO_ROOT, Settings
+from tests.care.notification_support import MAIL_FROM, MailRoom, smtp_server
 from tests.conftest import World
 from tests.workers.sweep_support import Overdue, escalated, inbox_of, outbox_states, overdue_institution
 from workers.queues import LONG, SHORT, queue_name
@@ -41,21 +41,9 @@ class SlowMailRoom(MailRoom):
         return await super().handle_DATA(server, session, envelope)
 
 
-@asynccontextmanager
-async def slow_smtp() -> AsyncIterator[SlowMailRoom]:
-    port = free_port()
-    room = SlowMailRoom(SmtpSettings(host="127.0.0.1", port=port, mail_from=MAIL_FROM))
-    controller = Controller(room, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield room
-    finally:
-        controller.stop()
-
-
 @pytest.fixture
-async def mail_room() -> AsyncIterator[SlowMailRoom]:
-    async with slow_smtp() as room:
+async def mail_room() -> AsyncIterator[MailRoom]:
+    async with smtp_server(SlowMailRoom) as room:
         yield room
 
 
@@ -125,6 +113,47 @@ def mails_to(setups: list[Overdue], room: MailRoom) -> int:
     return sum(len(room.to(setup.lead.login)) for setup in setups)
 
 
+@dataclass(frozen=True)
+class Sweep:
+    """A sweep job of the test's own institutions on the short queue. Only the test's own: the test database
+    holds every other test's too (pending e-mails among them), which would make the sweep's length, and so
+    what SIGTERM and SIGKILL cut, depend on them."""
+
+    setups: list[Overdue]
+    queue: str
+    job_id: str
+
+    @property
+    def total(self) -> int:
+        return sum(len(setup.task_ids) for setup in self.setups)
+
+    @property
+    def ours(self) -> list[int]:
+        return [setup.tenant.institution_id for setup in self.setups]
+
+
+async def overdue_sweep(
+    name: str, now: datetime, settings: Settings, *, institutions: int, tasks: int
+) -> Sweep:
+    setups = [await overdue_institution(name, now, residents=2, tasks=tasks) for _ in range(institutions)]
+    return Sweep(setups, queue_name(SHORT, settings.redis_namespace), f"sweep:{uuid.uuid4().hex}")
+
+
+async def started(sweep: Sweep, now: datetime, redis: ArqRedis, worker: subprocess.Popen[bytes]) -> Job:
+    """The sweep enqueued once the worker polls its queue."""
+    await ready(redis, sweep.queue, worker)
+    job = await redis.enqueue_job(
+        "sweep_due",
+        now=now,
+        batch=10,
+        institution_ids=sweep.ours,
+        _queue_name=sweep.queue,
+        _job_id=sweep.job_id,
+    )
+    assert job is not None
+    return job
+
+
 async def assert_once(setups: list[Overdue], now: datetime, room: MailRoom) -> None:
     for setup in setups:
         assert await escalated(setup.tenant, setup.task_ids) == {task: now for task in setup.task_ids}
@@ -136,23 +165,14 @@ async def assert_once(setups: list[Overdue], now: datetime, room: MailRoom) -> N
 
 
 async def test_a_sweep_killed_with_sigkill_and_restarted_delivers_everything_once(
-    app: object, world: World, settings: Settings, mail_room: SlowMailRoom, redis: ArqRedis, tmp_path: Path
+    app: object, world: World, settings: Settings, mail_room: MailRoom, redis: ArqRedis, tmp_path: Path
 ) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
-    setups = [await overdue_institution("强杀", now, residents=2, tasks=40) for _ in range(3)]
-    total = sum(len(setup.task_ids) for setup in setups)
-    # Only this test's institutions: the test database holds every other test's too (pending e-mails among
-    # them), which would make the sweep's length, and so what SIGTERM and SIGKILL cut, depend on them.
-    ours = [setup.tenant.institution_id for setup in setups]
-    queue = queue_name(SHORT, settings.redis_namespace)
-    job_id = f"sweep:{uuid.uuid4().hex}"
+    sweep = await overdue_sweep("强杀", now, settings, institutions=3, tasks=40)
+    setups, total, ours, queue, job_id = sweep.setups, sweep.total, sweep.ours, sweep.queue, sweep.job_id
     log = tmp_path / "worker.log"
     with worker_process(settings, mail_room, log) as first:
-        await ready(redis, queue, first)
-        job = await redis.enqueue_job(
-            "sweep_due", now=now, batch=10, institution_ids=ours, _queue_name=queue, _job_id=job_id
-        )
-        assert job is not None
+        job = await started(sweep, now, redis, first)
         await until(lambda: mails_to(setups, mail_room) >= 40, "deliveries have started")
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
@@ -184,23 +204,14 @@ async def test_a_sweep_killed_with_sigkill_and_restarted_delivers_everything_onc
 
 
 async def test_sigterm_lets_the_running_sweep_finish_and_takes_nothing_new(
-    app: object, world: World, settings: Settings, mail_room: SlowMailRoom, redis: ArqRedis, tmp_path: Path
+    app: object, world: World, settings: Settings, mail_room: MailRoom, redis: ArqRedis, tmp_path: Path
 ) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
-    setups = [await overdue_institution("平滑", now, residents=2, tasks=30) for _ in range(2)]
-    total = sum(len(setup.task_ids) for setup in setups)
-    # Only this test's institutions: the test database holds every other test's too (pending e-mails among
-    # them), which would make the sweep's length, and so what SIGTERM and SIGKILL cut, depend on them.
-    ours = [setup.tenant.institution_id for setup in setups]
-    queue = queue_name(SHORT, settings.redis_namespace)
-    job_id = f"sweep:{uuid.uuid4().hex}"
+    sweep = await overdue_sweep("平滑", now, settings, institutions=2, tasks=30)
+    setups, total, queue, job_id = sweep.setups, sweep.total, sweep.queue, sweep.job_id
     log = tmp_path / "worker.log"
     with worker_process(settings, mail_room, log) as worker:
-        await ready(redis, queue, worker)
-        job = await redis.enqueue_job(
-            "sweep_due", now=now, batch=10, institution_ids=ours, _queue_name=queue, _job_id=job_id
-        )
-        assert job is not None
+        job = await started(sweep, now, redis, worker)
         await until(lambda: mails_to(setups, mail_room) >= 10, "deliveries have started")
         worker.send_signal(signal.SIGTERM)
         assert mails_to(setups, mail_room) < total, "the sweep ended before SIGTERM: nothing was tested"
@@ -218,7 +229,7 @@ async def test_sigterm_lets_the_running_sweep_finish_and_takes_nothing_new(
 
 
 async def test_yiyang_worker_runs_both_queues_and_stops_cleanly(
-    app: object, world: World, settings: Settings, mail_room: SlowMailRoom, redis: ArqRedis, tmp_path: Path
+    app: object, world: World, settings: Settings, mail_room: MailRoom, redis: ArqRedis, tmp_path: Path
 ) -> None:
     log = tmp_path / "worker.log"
     with worker_process(settings, mail_room, log, queues=()) as worker:
