@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import secrets
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -203,8 +204,8 @@ def check_url(url: str, *, production: bool) -> str:
 
 def _public_host(host: str) -> bool:
     """Not obviously internal: no loopback, private, link-local (cloud metadata) or reserved address
-    literal, no `localhost`. A name that resolves to such an address is not caught here (gap: the
-    sender would have to pin the resolved address)."""
+    literal, no `localhost`. A name that resolves to such an address is refused by the sender when it
+    sends (`HttpxSender(public_only=True)`), since what a name resolves to can change after registration."""
     if host.lower().rstrip(".") == "localhost" or host.lower().endswith(".localhost"):
         return False
     try:
@@ -573,9 +574,16 @@ class Sender(Protocol):
 
 class HttpxSender:
     """POSTs with httpx: a short timeout, redirects not followed (a 3xx is a failed attempt), one client
-    (connection pool) for the sender's lifetime; close it with `aclose`."""
+    (connection pool) for the sender's lifetime; close it with `aclose`.
 
-    def __init__(self, *, timeout: float = TIMEOUT_SECONDS) -> None:
+    `public_only` (production): the endpoint's host is resolved before each POST and refused
+    (`internal_address`, a failed attempt) when any of its addresses is not global — loopback, private,
+    link-local (cloud metadata), reserved — so a registered name later pointed inside reaches nothing
+    there. A resolver answering differently between this check and the connection (DNS rebinding) is
+    not covered; an egress proxy is the place for that."""
+
+    def __init__(self, *, timeout: float = TIMEOUT_SECONDS, public_only: bool = False) -> None:
+        self.public_only = public_only
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout),
             follow_redirects=False,
@@ -583,6 +591,8 @@ class HttpxSender:
         )
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> int:
+        if self.public_only:
+            await _require_public_addresses(url)
         try:
             response = await self._client.post(url, content=body, headers=dict(headers))
         except httpx.TimeoutException:
@@ -601,6 +611,19 @@ class HttpxSender:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+async def _require_public_addresses(url: str) -> None:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        raise WebhookSendError("dns_error") from None
+    addresses = {ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in found}
+    if not addresses or not all(address.is_global for address in addresses):
+        raise WebhookSendError("internal_address")
 
 
 @dataclass(frozen=True)

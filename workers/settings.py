@@ -62,10 +62,11 @@ def redis_settings() -> RedisSettings:
 
 async def open_resources(ctx: dict[str, Any]) -> None:
     """What every job finds in its ctx; opened once per process."""
-    from care.webhooks import HttpxSender
+    from care.webhooks import HttpxSender, production_environment
 
     ctx["mailer"] = mailer_from_environ()
-    ctx["webhook_sender"] = HttpxSender()
+    # In production, endpoints whose names resolve inside our network are refused (care/webhooks.py).
+    ctx["webhook_sender"] = HttpxSender(public_only=production_environment())
     ctx["metrics_namespace"] = worker_metrics.namespace_from_environ()
 
 

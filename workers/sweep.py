@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 from care.notifications import Mailer, deliver_pending
 from care.sops import sweep_sop_steps
 from care.tasks import escalate_overdue
-from care.webhooks import HttpxSender, Sender, deliver_webhooks
+from care.webhooks import HttpxSender, Sender, deliver_webhooks, production_environment
 from care.work_orders import sweep_sla_breaches
 from tenants.context import TenantRef
 from tenants.db import default_connection
@@ -268,7 +268,7 @@ async def sweep_due(
     sender: Sender | None = ctx.get("webhook_sender")
     own_sender = None
     if sender is None and "webhook_sender" not in ctx:
-        sender = own_sender = HttpxSender()
+        sender = own_sender = HttpxSender(public_only=production_environment())
     started = time.perf_counter()
     try:
         steps = await _each(lambda tenant: _steps(at), institution_ids, concurrency)

@@ -295,6 +295,29 @@ async def test_a_delivery_is_dead_after_max_attempts(
     assert {entry["error_class"] for entry in logged} == {None, "connect_error"}
 
 
+async def test_a_production_sender_refuses_hosts_that_resolve_inside(
+    world: World, receiver: Receiver
+) -> None:
+    """Registration refuses internal address literals in production; a name is only known to point inside
+    when it is resolved, so the production sender resolves before every POST and refuses."""
+    tenant = await fresh_tenant(f"钩子内网-{uuid.uuid4().hex[:6]}")
+    client = await integrator(tenant)
+    await endpoint(tenant, client, receiver)  # http://127.0.0.1:<port>/hooks
+    by_name = Receiver(url=receiver.url.replace("127.0.0.1", "localhost"))
+    await endpoint(tenant, client, by_name)
+    await notified(tenant, 44)
+    async with HttpxSender(timeout=5.0, public_only=True) as production_sender:
+        outcome = await deliver(tenant, soon(), production_sender)
+    assert outcome == WebhookDelivery(claimed=2, retried=2)
+    assert receiver.received == []
+    assert {entry["error_class"] for entry in await attempts(tenant)} == {"internal_address"}
+    # A sender that allows it (tests, development) reaches the receiver: the endpoint it checks signatures
+    # for answers 2xx (the one by name is signed with that endpoint's own secret, which it refuses).
+    async with HttpxSender(timeout=5.0) as development_sender:
+        later = await deliver(tenant, soon() + backoff(1), development_sender)
+    assert later.delivered >= 1 and any(request.verified for request in receiver.received)
+
+
 async def test_the_job_run_twice_at_once_posts_once(
     world: World, receiver: Receiver, sender: HttpxSender
 ) -> None:
