@@ -489,20 +489,24 @@ async def evaluate_after_reading(reading: vitals.Reading, now: datetime) -> list
     if not active:
         return []
     await execute("SELECT 1 FROM resident WHERE id = $1 FOR NO KEY UPDATE", [reading.resident_id])
-    tz = zone()
+    episodes = await _episodes(reading.resident_id, (found.id for found in active))
     at = reading.measured_at
-    longest = max(found.days for found in active)
+    breached = [found for found in active if reading.flag in _OUT[found.direction]]
+    breached_ids = {found.id for found in breached}
+    for found in active:
+        open_id = episodes.get(found.id, (None, None))[0]
+        if found.id not in breached_ids and open_id is not None:
+            await _end(open_id, at, EndReason.BACK_IN_RANGE, reading.id)
+    if not breached:
+        return []  # most readings: in range, so no window of past readings to open
+    tz = zone()
+    longest = max(found.days for found in breached)
     readings = await _window(
         reading.resident_id, reading.measure, _window_start(_day(at, tz), longest, tz), at
     )
-    episodes = await _episodes(reading.resident_id, (found.id for found in active))
     fired: list[int] = []
-    for found in active:
+    for found in breached:
         open_id, last_fired = episodes.get(found.id, (None, None))
-        if reading.flag not in _OUT[found.direction]:
-            if open_id is not None:
-                await _end(open_id, at, EndReason.BACK_IN_RANGE, reading.id)
-            continue
         if open_id is not None:
             if not condition_holds(found, readings, at, tz, after=None):
                 await _end(open_id, at, EndReason.WINDOW_CLEARED, reading.id)
